@@ -1,0 +1,11 @@
+"""The project's one error type."""
+
+from __future__ import annotations
+
+
+class MLSimError(ValueError):
+    """Bad input, bad configuration or a failed operation, with a message for the user.
+
+    The message is one line that says what was found and what is expected. The CLI prints it
+    to stderr and exits with code 2, without a traceback.
+    """

@@ -1,0 +1,56 @@
+"""The one input/output normalization shared by training, export and inference of the RCAN.
+
+Raw SIM frames arrive in camera counts with an unknown offset and gain. The network sees
+
+    x = (raw - background) / scale
+
+with ``background`` the 0.5th percentile of the whole 9-frame group (camera offset plus
+out-of-focus floor) and ``scale`` the 99.9th percentile of ``raw - background`` (floored at 1e-6
+of the dynamic range so constant frames cannot divide by zero). Training targets are the ground
+truth divided by its own 99.9th percentile. The network output ``y`` is mapped back to the input's
+units as ``y * scale`` (background removed), so intensities stay comparable to widefield.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BACKGROUND_PERCENTILE = 0.5
+SCALE_PERCENTILE = 99.9
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Background and scale of one group, in the input's units (ADU or photons)."""
+
+    background: float
+    scale: float
+
+    def apply(self, group: np.ndarray) -> np.ndarray:
+        """Return ``(group - background) / scale`` as float32."""
+        out = np.asarray(group, dtype=np.float32) - np.float32(self.background)
+        out *= np.float32(1.0 / self.scale)
+        return out
+
+    def invert(self, output: np.ndarray) -> np.ndarray:
+        """Map a network output back to the input's units (background removed)."""
+        return np.asarray(output, dtype=np.float32) * np.float32(self.scale)
+
+
+def normalization_for(group: np.ndarray) -> Normalization:
+    """Estimate the background and scale of a raw group (any shape, any numeric dtype)."""
+    flat = np.asarray(group, dtype=np.float32).ravel()
+    background, high = np.percentile(flat, [BACKGROUND_PERCENTILE, SCALE_PERCENTILE])
+    span = float(high - background)
+    full = float(np.max(np.abs(flat))) if flat.size else 1.0
+    scale = max(span, 1e-6 * max(full, 1.0))
+    return Normalization(background=float(background), scale=scale)
+
+
+def normalize_target(gt: np.ndarray) -> np.ndarray:
+    """Normalize a ground-truth image for training: divide by its 99.9th percentile."""
+    gt = np.asarray(gt, dtype=np.float32)
+    high = float(np.percentile(gt, SCALE_PERCENTILE))
+    return gt / max(high, 1e-6)
