@@ -76,7 +76,9 @@ class _Pending:
 
 def _axis_index(axes: Mapping[str, Any], name: str, size: int) -> int:
     if name not in axes:
-        raise MLSimError(f"frame axes {dict(axes)} have no {name!r} axis; expected {name} 0..{size - 1}")
+        raise MLSimError(
+            f"frame axes {dict(axes)} have no {name!r} axis; expected {name} 0..{size - 1}"
+        )
     value = axes[name]
     try:
         index = int(value)
@@ -204,10 +206,13 @@ class FrameGrouper:
             )
 
     def _incomplete(self, key: GroupKey, pending: _Pending) -> IncompleteGroup:
-        missing = tuple(
-            divmod(int(slot), N_PHASES) for slot in np.flatnonzero(~pending.present)
-        )
+        missing = tuple(divmod(int(slot), N_PHASES) for slot in np.flatnonzero(~pending.present))
         return IncompleteGroup(key=dict(key), missing=missing)
+
+    @property
+    def incomplete(self) -> list[IncompleteGroup]:
+        """Groups given up so far: abandoned on overflow, and after ``finish`` all unfinished."""
+        return list(self._abandoned)
 
     @property
     def n_pending(self) -> int:

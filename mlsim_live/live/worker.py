@@ -32,6 +32,21 @@ def percentiles_ms(values: deque[float] | list[float]) -> dict[str, float | None
     return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
 
 
+def reconstructor_name(reconstructor: object) -> str:
+    """The reconstructor's ``name``, or its class name."""
+    return str(getattr(reconstructor, "name", type(reconstructor).__name__))
+
+
+def _reconstructor_ood_check(
+    reconstructor: object,
+) -> Callable[[np.ndarray], bool | list[str]] | None:
+    for attr in ("ood_reasons", "is_out_of_distribution"):
+        check = getattr(reconstructor, attr, None)
+        if callable(check):
+            return check
+    return None
+
+
 class ReconstructionWorker:
     """Reconstructs groups on its own thread and hands each result to ``on_result``.
 
@@ -54,8 +69,10 @@ class ReconstructionWorker:
     pixel_size_um, simulated : float or None, bool
         Copied into every result.
     ood_check : callable, optional
-        ``ood_check(frames) -> bool``; True marks a group outside the model's trained ranges.
-        By default the reconstructor's own ``is_out_of_distribution`` method, if it has one.
+        ``ood_check(frames)`` returns a list of reasons (empty: inside the trained ranges) or a
+        bool (True: outside). By default the reconstructor's own ``ood_reasons`` or
+        ``is_out_of_distribution`` method, if it has one. Runs after the reconstruction, so it
+        is not counted in the latency.
     """
 
     def __init__(
@@ -67,7 +84,7 @@ class ReconstructionWorker:
         max_waiting_bytes: int = 1 << 30,
         pixel_size_um: float | None = None,
         simulated: bool = False,
-        ood_check: Callable[[np.ndarray], bool] | None = None,
+        ood_check: Callable[[np.ndarray], bool | list[str]] | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise MLSimError(f"policy {policy!r} is unknown; expected one of {', '.join(POLICIES)}")
@@ -80,7 +97,7 @@ class ReconstructionWorker:
         self.pixel_size_um = pixel_size_um
         self.simulated = simulated
         self._on_result = on_result
-        self._ood_check = ood_check or getattr(reconstructor, "is_out_of_distribution", None)
+        self._ood_check = ood_check or _reconstructor_ood_check(reconstructor)
         self._cond = threading.Condition()
         self._queue: deque[CompletedGroup] = deque()
         self._waiting_bytes = 0
@@ -121,8 +138,10 @@ class ReconstructionWorker:
                         self.max_waiting_bytes / 1e6,
                     )
                     self._cond.wait_for(
-                        lambda: not self._queue
-                        or self._waiting_bytes + nbytes <= self.max_waiting_bytes
+                        lambda: (
+                            not self._queue
+                            or self._waiting_bytes + nbytes <= self.max_waiting_bytes
+                        )
                     )
             self._queue.append(group)
             self._waiting_bytes += nbytes
@@ -185,12 +204,18 @@ class ReconstructionWorker:
         t1 = time.perf_counter()
         latency_ms = (t1 - group.completed_perf) * 1e3
         reconstruct_ms = (t1 - t0) * 1e3
-        ood = False
+        ood, reasons = False, []
         if self._ood_check is not None:
             try:
-                ood = bool(self._ood_check(group.frames))
+                verdict = self._ood_check(group.frames)
             except Exception as exc:
                 log.warning("out-of-distribution check failed on group %s: %s", group.key, exc)
+            else:
+                if isinstance(verdict, list | tuple):
+                    reasons = [str(r) for r in verdict]
+                    ood = bool(reasons)
+                else:
+                    ood = bool(verdict)
         with self._cond:
             index = self.reconstructed
             self.reconstructed += 1
@@ -206,12 +231,16 @@ class ReconstructionWorker:
             latency_ms=latency_ms,
             reconstruct_ms=reconstruct_ms,
             completed_at=group.completed_at,
-            reconstructor=str(getattr(self.reconstructor, "name", type(self.reconstructor).__name__)),
+            reconstructor=reconstructor_name(self.reconstructor),
             provider=str(getattr(self.reconstructor, "provider", "unknown")),
             pixel_size_um=self.pixel_size_um,
             simulated=self.simulated,
             ood=ood,
-            extra={"first_frame_at": group.first_frame_at, "metadata": group.metadata},
+            extra={
+                "first_frame_at": group.first_frame_at,
+                "metadata": group.metadata,
+                "ood_reasons": reasons,
+            },
         )
         self._on_result(result)
 

@@ -89,8 +89,10 @@ class RCANConfig:
 #: with ONNX Runtime on 2 CPU cores; ``tiny`` is for tests.
 PRESETS: dict[str, RCANConfig] = {
     "paper": RCANConfig(n_resgroups=3, n_resblocks=10, n_feats=96, scale=1),
-    "fast": RCANConfig(n_resgroups=2, n_resblocks=3, n_feats=24, scale=2),
-    "tiny": RCANConfig(n_resgroups=1, n_resblocks=1, n_feats=8, scale=2, reduction=4),
+    "fast": RCANConfig(n_resgroups=2, n_resblocks=2, n_feats=32, scale=2, upsampler="shuffle"),
+    "tiny": RCANConfig(
+        n_resgroups=1, n_resblocks=1, n_feats=8, scale=2, reduction=4, upsampler="shuffle"
+    ),
 }
 
 

@@ -15,7 +15,7 @@ import scipy.fft
 # the pattern peaks (a handful of pixels) bright.
 IMAGE_PERCENTILES = (0.1, 99.95)
 SPECTRUM_PERCENTILES = (30.0, 100.0)
-_MAX_LEVEL_SAMPLES = 262_144
+_MAX_LEVEL_SAMPLES = 65_536
 
 
 @lru_cache(maxsize=8)
@@ -24,7 +24,7 @@ def _edge_window(shape: tuple[int, int], fraction: float) -> np.ndarray:
     axes = []
     for n in shape:
         w = np.ones(n, dtype=np.float32)
-        taper = max(1, int(round(fraction * n)))
+        taper = max(1, round(fraction * n))
         if 2 * taper < n:
             ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(taper) + 0.5) / taper)
             w[:taper] = ramp

@@ -59,7 +59,8 @@ def status_text(
         ``groups_reconstructed``, ``groups_dropped``, ``errors``, ``latency_ms`` with
         ``p50``/``p95``, ``provider``, ``model``). None when no statistics are wired.
     sr_fps : float or None
-        Rate of reconstructions arriving at the viewer, per second.
+        Rate of reconstructions arriving at the viewer, per second; None falls back to
+        ``stats["sr_groups_per_s"]``.
     provider, model, latency_ms
         Fallbacks from the newest result, used where ``stats`` lacks a value.
 
@@ -70,6 +71,8 @@ def status_text(
         CPUExecutionProvider · model mlsim_default.onnx"``.
     """
     stats = stats or {}
+    if sr_fps is None:  # no recent arrivals: the run's average, when the pipeline gives one
+        sr_fps = _number(stats.get("sr_groups_per_s"))
     fps = _MISSING if sr_fps is None else f"{sr_fps:.1f}"
     latency = stats.get("latency_ms")
     p50 = _number(latency.get("p50")) if isinstance(latency, Mapping) else _number(latency)

@@ -1,0 +1,164 @@
+"""`mlsim-live live`: live SIM super-resolution during an acquisition on a real microscope."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JAVA_PORT = 4827
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``live`` subcommand."""
+    p = sub.add_parser(
+        "live",
+        help="live SIM reconstruction during a Micro-Manager acquisition (real microscope)",
+        description="Acquires a SIM time series through Pycro-Manager and reconstructs each "
+        "3-angle x 3-phase group live. Connect either to a running Micro-Manager (--java, with "
+        "the Pycro-Manager server enabled in Tools > Options) or start a headless core "
+        "(--mm-app-path DIR --config CFG). The pattern is set per frame through a config "
+        "group whose presets are A0P0 A0P1 A0P2 A1P0 .. A2P2 (--pattern-group NAME), or the "
+        "pattern device runs its own 9-step sequence triggered by the camera "
+        "(--hardware-sequencing; the events then carry only axes). Writes the raw NDTiff "
+        "dataset OUT/<name>_N, OUT/<name>_N_sr.tif and OUT/<name>_N_summary.json.",
+    )
+    conn = p.add_mutually_exclusive_group(required=True)
+    conn.add_argument(
+        "--java", action="store_true", help="attach to a running Micro-Manager (Java backend)"
+    )
+    conn.add_argument(
+        "--mm-app-path",
+        type=Path,
+        help="Micro-Manager installation (device adapters) for a headless Python-backend core",
+    )
+    p.add_argument("--config", type=Path, help="hardware configuration (.cfg) for --mm-app-path")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_JAVA_PORT, help="Pycro-Manager server port (--java)"
+    )
+    pattern = p.add_mutually_exclusive_group(required=True)
+    pattern.add_argument(
+        "--pattern-group", metavar="NAME", help="config group with presets A0P0..A2P2"
+    )
+    pattern.add_argument(
+        "--hardware-sequencing",
+        action="store_true",
+        help="the pattern device sequences itself, triggered by the camera",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p.add_argument("--name", default="sim", help="dataset name prefix (default sim)")
+    p.add_argument("--exposure-ms", type=float, help="exposure per raw frame (default: as set)")
+    p.add_argument(
+        "--interval-s", type=float, default=0.0, help="time between groups (default 0: no wait)"
+    )
+    p.add_argument(
+        "--time-points",
+        type=int,
+        help="SIM groups to acquire (default: until the viewer closes, or Ctrl+C)",
+    )
+    p.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
+    p.add_argument(
+        "--method",
+        choices=("rcan", "wiener", "widefield"),
+        default="rcan",
+        help="reconstruction method (default rcan)",
+    )
+    p.add_argument(
+        "--policy",
+        choices=("latest", "all"),
+        default="latest",
+        help="latest: drop old groups when reconstruction is behind (default); all: every group",
+    )
+    p.add_argument("--pixel-size-um", type=float, help="override Micro-Manager's pixel size")
+    p.add_argument("--headless", action="store_true", help="no viewer")
+    p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
+    p.set_defaults(func=run)
+
+
+def connect(args: argparse.Namespace) -> Any:
+    """The Micro-Manager core: attached over Pycro-Manager's bridge, or started headless."""
+    from mlsim_live.errors import MLSimError
+
+    if args.java:
+        from pycromanager import Core
+
+        try:
+            return Core(port=args.port)
+        except Exception as exc:
+            raise MLSimError(
+                f"no Micro-Manager answered on port {args.port} ({exc}); expected Micro-Manager "
+                "running with the Pycro-Manager server enabled"
+            ) from exc
+    if args.config is None:
+        raise MLSimError("--mm-app-path needs --config CFG, the hardware configuration to load")
+    if not args.mm_app_path.is_dir():
+        raise MLSimError(f"--mm-app-path {args.mm_app_path} is not a folder")
+    from mlsim_live.live.demo import start_python_backend
+
+    return start_python_backend(args.mm_app_path, args.config)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, acquire and reconstruct; print the outputs and figures."""
+    from mlsim_live.cli.demo import print_summary, run_with_viewer
+    from mlsim_live.errors import MLSimError
+    from mlsim_live.live.acquire import (
+        AcquisitionSettings,
+        SIMAcquisition,
+        check_pattern_group,
+        next_dataset_name,
+    )
+    from mlsim_live.live.processor import SIMProcessor
+    from mlsim_live.viewer import viewer_enabled
+
+    if args.config is not None and args.java:
+        raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
+    if args.time_points is not None and args.time_points < 1:
+        raise MLSimError(f"--time-points {args.time_points}; expected at least 1")
+    show = viewer_enabled(args.headless)
+    if args.screenshot is not None and not show:
+        log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    core = connect(args)
+    if args.pattern_group:
+        check_pattern_group(core, args.pattern_group)
+        log.info("pattern control: config group %s (presets A0P0..A2P2)", args.pattern_group)
+    else:
+        log.info("pattern control: hardware sequencing (events carry only axes)")
+    if args.exposure_ms is not None:
+        core.set_exposure(float(args.exposure_ms))
+    settings = AcquisitionSettings(
+        groups=args.time_points,
+        exposure_ms=args.exposure_ms,
+        interval_s=args.interval_s,
+        out=args.out,
+        name=args.name,
+        pattern_group=args.pattern_group,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = next_dataset_name(args.out, args.name)
+    processor = SIMProcessor(
+        model=args.model,
+        method=args.method,
+        policy=args.policy,
+        out=args.out,
+        name=name,
+        pixel_size_um=args.pixel_size_um,
+    )
+    acquisition = SIMAcquisition(
+        processor,
+        settings,
+        dataset_name=name,
+        acquisition_kwargs={"port": args.port} if args.java else None,
+    )
+    if args.time_points is None and not show:
+        log.info("acquiring until Ctrl+C")
+    if show:
+        summary = run_with_viewer(acquisition, args.screenshot, args.overwrite)
+    else:
+        summary = acquisition.run()
+    print_summary(summary)
+    return 0

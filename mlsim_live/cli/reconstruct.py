@@ -1,0 +1,187 @@
+"""`mlsim-live reconstruct`: offline reconstruction of raw SIM files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_ORDERS = ("angle-major", "phase-major")
+_METHODS = ("rcan", "wiener", "widefield")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``reconstruct`` subcommand."""
+    p = sub.add_parser(
+        "reconstruct",
+        help="reconstruct raw SIM files or folders offline",
+        description="Reconstruct raw SIM stacks (TIFF with 9*T frames, ImageJ hyperstacks, "
+        "OME-TIFF) into DIR/<stem>_sr.tif (2D for one group, T x 2N x 2M for T groups) and "
+        "DIR/<stem>_sr.json (method, model, provider, estimated parameters). Folders are "
+        "searched recursively for *.tif/*.tiff; their sub-folders are kept under DIR. Existing "
+        "outputs are skipped unless --overwrite. A bad file does not stop the run; the exit "
+        "code is 2 if any file failed or was skipped.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="TIFF files or folders")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--method",
+        choices=_METHODS,
+        help="rcan (default when the default model is installed), wiener or widefield",
+    )
+    p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
+    p.add_argument(
+        "--order",
+        choices=_ORDERS,
+        default="angle-major",
+        help="frame order of plain stacks: a0p0 a0p1 ... (default) or p0a0 p0a1 ...",
+    )
+    p.add_argument(
+        "--angle-axis",
+        metavar="AXIS",
+        help="axis holding the 3 angles in ImageJ/OME files, e.g. C (with --phase-axis)",
+    )
+    p.add_argument(
+        "--phase-axis",
+        metavar="AXIS",
+        help="axis holding the 3 phases in ImageJ/OME files, e.g. Z (with --angle-axis)",
+    )
+    p.add_argument("--na", type=float, help="numerical aperture (default: file metadata)")
+    p.add_argument("--wavelength-nm", type=float, help="emission wavelength (default: metadata)")
+    p.add_argument(
+        "--pixel-size-um", type=float, help="camera pixel in the sample plane (default: metadata)"
+    )
+    p.add_argument("--offset", type=float, metavar="ADU", help="camera offset (default: estimated)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="spread files and time points over a Dask cluster: a scheduler address "
+        "(tcp://host:8786; workers must see the input paths) or 'local' (2 worker processes)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Reconstruct every input; return 0, or 2 if any file failed or was skipped."""
+    from mlsim_live.batch import (
+        LocalExecutor,
+        ReadOptions,
+        ReconConfig,
+        dask_executor,
+        plan_jobs,
+        reconstruct_files,
+    )
+    from mlsim_live.errors import MLSimError
+
+    method, model = _method_and_model(args)
+    _check_optics(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise MLSimError(f"--out {args.out} is a file; expected a folder")
+    axes = (args.angle_axis, args.phase_axis)
+    if (axes[0] is None) != (axes[1] is None):
+        raise MLSimError(
+            f"--angle-axis {axes[0]} --phase-axis {axes[1]}: expected both options or neither"
+        )
+    read = ReadOptions(order=args.order, angle_axis=axes[0], phase_axis=axes[1])
+    config = ReconConfig(
+        method=method,
+        model=str(model) if model is not None else None,
+        na=args.na,
+        wavelength_nm=args.wavelength_nm,
+        pixel_size_um=args.pixel_size_um,
+        offset_adu=args.offset,
+    )
+    jobs, failed = plan_jobs(args.inputs, args.out)
+    progress = False if args.quiet else None
+    if not jobs:
+        outcomes = failed
+    elif args.dask:
+        with dask_executor(args.dask) as executor:
+            outcomes = reconstruct_files(
+                jobs, read, config, executor=executor, overwrite=args.overwrite, progress=progress
+            )
+        outcomes += failed
+    else:
+        outcomes = reconstruct_files(
+            jobs,
+            read,
+            config,
+            executor=LocalExecutor(),
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+        outcomes += failed
+    return _report(outcomes)
+
+
+def _method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The method, and the model file for rcan (the default model when none is given)."""
+    from mlsim_live.errors import MLSimError
+    from mlsim_live.paths import default_model_path, has_default_model
+
+    method = args.method
+    if method is None:
+        if args.model is not None or has_default_model():
+            method = "rcan"
+        else:
+            method = "wiener"
+            log.warning("no default model installed; using --method wiener")
+    if method != "rcan":
+        if args.model is not None:
+            raise MLSimError(f"--model applies to --method rcan; got --method {method}")
+        return method, None
+    if args.model is None:
+        return method, default_model_path()
+    if not args.model.is_file():
+        raise MLSimError(f"--model {args.model}: no such file; expected an .onnx model")
+    return method, args.model
+
+
+def _check_optics(args: argparse.Namespace) -> None:
+    """Range-check the optics options once, before any file is read."""
+    from dataclasses import replace
+
+    from mlsim_live.errors import MLSimError
+    from mlsim_live.sim.optics import Optics
+
+    optics = Optics()
+    for name, value in (
+        ("na", args.na),
+        ("wavelength_nm", args.wavelength_nm),
+        ("pixel_size_um", args.pixel_size_um),
+    ):
+        if value is not None:
+            replace(optics, **{name: value})  # raises MLSimError when out of range
+    if args.offset is not None and not math.isfinite(args.offset):
+        raise MLSimError(f"--offset {args.offset}; expected a finite number of ADU")
+
+
+def _report(outcomes: list) -> int:
+    """Print failures and skips, one line each; return the exit code."""
+    from mlsim_live.errors import MLSimError
+
+    bad = [o for o in outcomes if o.status != "done"]
+    if len(outcomes) == 1 and bad and not bad[0].unexpected:
+        raise MLSimError(bad[0].message)  # the CLI prints the one line and exits 2
+    for o in bad:
+        kind = "skipped" if o.status == "skipped" else "error"
+        print(f"mlsim-live reconstruct: {kind}: {o.message}", file=sys.stderr)
+    if len(outcomes) > 1:
+        n_done = sum(o.status == "done" for o in outcomes)
+        n_skipped = sum(o.status == "skipped" for o in outcomes)
+        n_failed = sum(o.status == "failed" for o in outcomes)
+        log.info(
+            "%d of %d files reconstructed, %d skipped, %d failed",
+            n_done,
+            len(outcomes),
+            n_skipped,
+            n_failed,
+        )
+    if any(o.unexpected for o in bad):
+        return 1
+    return 2 if bad else 0

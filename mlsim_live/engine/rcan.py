@@ -1,0 +1,282 @@
+"""The RCAN reconstructor: an ONNX-exported ML-SIM network run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlsim_live.engine.ood import OODChecker, find_ranges
+from mlsim_live.engine.session import GROUP_CHANNELS, OnnxSession, check_model_file
+from mlsim_live.engine.tiling import pad_group, padded_length, run_tiled
+from mlsim_live.errors import MLSimError
+from mlsim_live.normalization import normalization_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE_SIZE = 1024
+DEFAULT_TILE_OVERLAP = 32
+DEFAULT_SIZE_MULTIPLE = 8
+MIN_INPUT_SIZE = 16
+CPU_WARMUP_HW = (128, 128)
+GPU_WARMUP_HW = (512, 512)
+
+
+def model_card_path(model_path: Path) -> Path:
+    """The model card beside a model: ``NAME.json`` for ``NAME.onnx`` (and ``NAME_fp16.onnx``)."""
+    card = model_path.with_suffix(".json")
+    if not card.is_file() and model_path.stem.endswith("_fp16"):
+        card = model_path.with_name(model_path.stem[: -len("_fp16")] + ".json")
+    return card
+
+
+def read_model_card(model_path: Path, verify_sha256: bool = True) -> dict[str, Any]:
+    """Read the model card of ``model_path``; an empty dict when there is none.
+
+    A card that is not valid JSON, or whose ``sha256`` differs from the model file's, is logged
+    as a warning (the model still runs; its card just cannot be trusted).
+    """
+    card_path = model_card_path(model_path)
+    if not card_path.is_file():
+        log.debug("no model card beside %s", model_path.name)
+        return {}
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("model card %s is unreadable (%s); ignoring it", card_path, exc)
+        return {}
+    if not isinstance(card, dict):
+        log.warning("model card %s is not a JSON object; ignoring it", card_path)
+        return {}
+    expected = card.get("sha256")
+    if verify_sha256 and isinstance(expected, str) and card_path.stem == model_path.stem:
+        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        if digest != expected.lower():
+            log.warning(
+                "model card %s gives sha256 %s... but %s has %s...; the card may describe "
+                "another model",
+                card_path.name,
+                expected[:12],
+                model_path.name,
+                digest[:12],
+            )
+    return card
+
+
+def _card_int(card: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        node: Any = card
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, int | float) and not isinstance(node, bool):
+            return int(node)
+    return None
+
+
+class RCANReconstructor:
+    """Reconstructs SIM groups with an ONNX RCAN on ONNX Runtime.
+
+    Implements the `mlsim_live.recon.base.Reconstructor` protocol. Each group is normalized
+    once with `mlsim_live.normalization.normalization_for` (as in training), padded by
+    reflection to the size multiple the model needs, run whole or in overlapping blended tiles
+    (frames larger than ``tile_size``), cropped back and mapped back to the input's units.
+
+    Parameters
+    ----------
+    model : str or Path, optional
+        The ``.onnx`` file; None: the default shipped model (`mlsim_live.paths`).
+    provider : str
+        ``"auto"`` (TensorRT, then CUDA, then CPU, whichever works), ``"cpu"``, ``"cuda"`` or
+        ``"tensorrt"``. A requested GPU provider that is unavailable falls back to CPU with a
+        warning.
+    fp16 : bool or None
+        None: fp16 only where it is the natural fast path (TensorRT's engine); True: also a
+        float16 model on CUDA (a sibling ``NAME_fp16.onnx`` or converted at load); False: fp32
+        everywhere. The CPU always runs fp32.
+    tile_size : int
+        Largest input side (pixels) run in one piece; larger frames are tiled. Bounds memory.
+    tile_overlap : int
+        Minimum overlap of neighbouring tiles (input pixels); the blend ramp is this wide.
+    threads : int, optional
+        CPU threads; default: the number of physical cores.
+    warmup : bool or (int, int)
+        Run the model once at start so the first real group is not slow: True uses
+        128 x 128 on CPU and 512 x 512 on GPU (cuDNN/TensorRT tune per shape, so pass the
+        camera's frame size there), a pair gives the shape, False skips it.
+    optics : Optics, optional
+        The microscope's optics, for the out-of-distribution check.
+    ood_every : int
+        Estimate the physics for the OOD check on one group in this many (see
+        `mlsim_live.engine.ood`).
+    cache_dir : Path, optional
+        TensorRT engine cache (default ``~/.cache/mlsim-live/tensorrt``).
+    offset_adu : float, optional
+        Accepted for symmetry with the other reconstructors and ignored: the network's input
+        normalization estimates the background exactly as in training.
+
+    Attributes
+    ----------
+    name : str
+        ``"rcan:<model file name>"``.
+    provider : str
+        The ONNX Runtime execution provider in use, e.g. ``"CPUExecutionProvider"``.
+    scale : int
+        Output pixels per input pixel (from the model card, checked against the model).
+    card : dict
+        The model card (empty when there is none).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        provider: str = "auto",
+        fp16: bool | None = None,
+        tile_size: int = DEFAULT_TILE_SIZE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        threads: int | None = None,
+        warmup: bool | tuple[int, int] = True,
+        optics: Any = None,
+        ood_every: int = 10,
+        cache_dir: str | os.PathLike[str] | None = None,
+        offset_adu: float | None = None,
+    ) -> None:
+        if model is None:
+            from mlsim_live.paths import default_model_path
+
+            model = default_model_path()
+        path = check_model_file(Path(model))
+        self.path = path
+        self.card = read_model_card(path)
+        self.multiple = max(
+            1, _card_int(self.card, "size_multiple", "input_multiple") or DEFAULT_SIZE_MULTIPLE
+        )
+        tile_size = int(tile_size)
+        tile_overlap = int(tile_overlap)
+        if tile_overlap < 0 or tile_size < max(2 * tile_overlap + self.multiple, MIN_INPUT_SIZE):
+            raise MLSimError(
+                f"tile size {tile_size} with overlap {tile_overlap}; expected overlap >= 0 and "
+                f"tile size >= 2 x overlap + {self.multiple} (and >= {MIN_INPUT_SIZE})"
+            )
+        # tiles have the padded multiple themselves, so every tile has one shape
+        self.tile_size = max(self.multiple, tile_size // self.multiple * self.multiple)
+        self.tile_overlap = tile_overlap
+        if offset_adu is not None:
+            log.debug("offset_adu=%s ignored by RCAN: its normalization finds the background",
+                      offset_adu)
+        gpu_hint = GPU_WARMUP_HW if warmup is True else (warmup or GPU_WARMUP_HW)
+        self.session = OnnxSession(
+            path,
+            provider=provider,
+            fp16=fp16,
+            threads=threads,
+            opt_hw=tuple(padded_length(int(d), self.multiple) for d in gpu_hint),  # type: ignore[arg-type]
+            max_hw=(self.tile_size, self.tile_size),
+            cache_dir=Path(cache_dir) if cache_dir else None,
+        )
+        self.name = f"rcan:{path.name}"
+        self.provider: str = self.session.provider
+        self.fp16 = self.session.fp16
+        probed = self.session.probe_scale()
+        card_scale = _card_int(self.card, "scale", "architecture.scale", "config.scale")
+        if card_scale is not None and card_scale != probed:
+            log.warning(
+                "model card of %s says scale %d but the model outputs scale %d; using %d",
+                path.name, card_scale, probed, probed,
+            )
+        self.scale: int = probed
+        self.session.scale = probed
+        if self.session.out_channels not in (None, 1):
+            raise MLSimError(
+                f"model {path.name} has {self.session.out_channels} output channels; expected 1"
+            )
+        ranges = find_ranges(self.card)
+        self._ood = OODChecker(ranges, optics=optics, every=ood_every) if ranges else None
+        self._last_ood: list[str] = []
+        if ranges is None:
+            log.debug("model card of %s has no training ranges; OOD check off", path.name)
+        self.warmup_ms: float | None = None
+        if warmup:
+            if warmup is True:
+                hw = GPU_WARMUP_HW if self.session.on_gpu else CPU_WARMUP_HW
+            else:
+                hw = (int(warmup[0]), int(warmup[1]))  # type: ignore[index]
+            self.warm_up(hw)
+
+    # -- Reconstructor protocol ---------------------------------------------------------------
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        """Reconstruct one group ``(9, H, W)`` into ``(scale*H, scale*W)`` float32."""
+        arr = np.asarray(group)
+        if arr.ndim != 3 or arr.shape[0] != GROUP_CHANNELS:
+            raise MLSimError(
+                f"SIM group has shape {arr.shape}; expected ({GROUP_CHANNELS}, H, W)"
+            )
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise MLSimError(f"SIM group has dtype {arr.dtype}; expected real numbers")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise MLSimError("SIM group contains NaN or infinite values; expected finite values")
+        _, h, w = arr.shape
+        norm = normalization_for(arr)
+        x = pad_group(norm.apply(arr), self.multiple, MIN_INPUT_SIZE)
+        _, hp, wp = x.shape
+        if hp <= self.tile_size and wp <= self.tile_size:
+            y = self._run_one(x)
+        else:
+            y = run_tiled(x, self._run_one, self.scale, self.tile_size, self.tile_overlap)
+        s = self.scale
+        return norm.invert(np.ascontiguousarray(y[: s * h, : s * w]))
+
+    # -- extras -------------------------------------------------------------------------------
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        """Run one normalized ``(9, h, w)`` array; return ``(s*h, s*w)`` float32."""
+        return self.session.run(x[None])[0, 0]
+
+    def warm_up(self, hw: tuple[int, int]) -> float:
+        """Run the model once on an input of ``hw`` (padded as real inputs are); return ms."""
+        hp, wp = (min(padded_length(d, self.multiple, MIN_INPUT_SIZE), self.tile_size) for d in hw)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((GROUP_CHANNELS, hp, wp), dtype=np.float32) * 0.1
+        t0 = time.perf_counter()
+        self._run_one(x)
+        self.warmup_ms = (time.perf_counter() - t0) * 1e3
+        log.debug("warm-up %s x %s on %s: %.0f ms", hp, wp, self.provider, self.warmup_ms)
+        return self.warmup_ms
+
+    def check_ood(self, group: np.ndarray) -> list[str]:
+        """Reasons why ``group`` lies outside the model's training ranges (empty: inside).
+
+        The physics is estimated on one group in ``ood_every`` (see `mlsim_live.engine.ood`);
+        a warning is logged when the verdict changes to out-of-distribution. Returns an empty
+        list when the model card records no ranges.
+        """
+        if self._ood is None:
+            return []
+        reasons = self._ood.check(group)
+        if reasons and reasons != self._last_ood:
+            log.warning(
+                "input is outside the training range of %s: %s", self.path.name, "; ".join(reasons)
+            )
+        self._last_ood = reasons
+        return reasons
+
+    def is_out_of_distribution(self, group: np.ndarray) -> bool:
+        """True when `check_ood` finds a reason (used by the live worker's ``ood_groups``)."""
+        return bool(self.check_ood(group))
+
+    @property
+    def training_ranges(self) -> Any:
+        """The training physics ranges from the model card (None when unknown)."""
+        return self._ood.ranges if self._ood is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"RCANReconstructor({self.path.name!r}, provider={self.provider!r}, "
+            f"scale={self.scale}, fp16={self.fp16}, tile_size={self.tile_size})"
+        )

@@ -1,0 +1,113 @@
+"""Atomic output files: write to a temporary file in the target folder, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlsim_live.errors import MLSimError
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path_for(path: Path) -> Path:
+    """Return a fresh hidden temporary path beside ``path`` (same folder, same file system)."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Raise `MLSimError` if ``path`` exists and ``overwrite`` is false, or is a folder."""
+    if path.is_dir():
+        raise MLSimError(f"{path}: is a folder; expected a file path for the output")
+    if path.exists() and not overwrite:
+        raise MLSimError(f"{path}: output already exists; expected a new path or --overwrite")
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``path``; without ``overwrite`` never clobber a file."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic and fails if ``path`` appeared meanwhile
+    except FileExistsError:
+        raise MLSimError(
+            f"{path}: output already exists; expected a new path or --overwrite"
+        ) from None
+    except OSError:  # file system without hard links
+        if path.exists():
+            raise MLSimError(
+                f"{path}: output already exists; expected a new path or --overwrite"
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it becomes ``path``, on error it vanishes.
+
+    Parameters
+    ----------
+    path : path-like
+        Final output path. Its folder must exist.
+    overwrite : bool
+        Replace an existing ``path``. Without it an existing output raises `MLSimError`
+        (checked before and again when the file is published).
+
+    Yields
+    ------
+    Path
+        Hidden temporary file in the same folder as ``path``.
+    """
+    path = Path(path)
+    check_writable(path, overwrite)
+    if not path.parent.is_dir():
+        raise MLSimError(f"{path.parent}: output folder does not exist; expected a folder")
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        _publish(tmp, path, overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_json_atomic(
+    path: str | os.PathLike[str], data: Any, *, overwrite: bool = False, indent: int = 2
+) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; return the path.
+
+    Raises
+    ------
+    MLSimError
+        If ``path`` exists and ``overwrite`` is false, or ``data`` is not JSON-serializable.
+    """
+    path = Path(path)
+    try:
+        text = json.dumps(data, indent=indent, allow_nan=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise MLSimError(f"{path}: cannot write JSON ({exc}); expected JSON-able data") from exc
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    log.debug("wrote %s", path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    """Convert numpy scalars/arrays and paths for `json.dumps`."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    tolist = getattr(obj, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

@@ -1,0 +1,240 @@
+"""Demo mode: a live SIM acquisition on Micro-Manager's DemoCamera with SIMULATED SIM optics.
+
+A real Micro-Manager core (pymmcore + the ``mm-test-adapters`` DemoCamera) runs headless through
+Pycro-Manager's Python backend with the demo configuration in ``acquisition/``, whose ``SIM``
+config group is set per event like real pattern hardware. The simulated optics
+(:mod:`mlsim_live.live.sim_optics`) turn each camera frame into a SIM raw frame of the active
+pattern; the :class:`~mlsim_live.live.processor.SIMProcessor` reconstructs and saves as it would
+on a microscope.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.live.acquire import AcquisitionSettings, SIMAcquisition, next_dataset_name
+from mlsim_live.live.processor import SIMProcessor
+from mlsim_live.live.sim_optics import PATTERN_GROUP, SimulatedSIMOptics
+from mlsim_live.live.sinks import Sink
+from mlsim_live.recon.base import Reconstructor
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG_NAME = "MMConfig_demo_sim.cfg"
+HEADLESS_DEFAULT_GROUPS = 20
+
+
+def demo_config_path() -> Path:
+    """The demo configuration: ``acquisition/`` of a source checkout, or the installed copy."""
+    candidates = (
+        Path(__file__).resolve().parents[2] / "acquisition" / DEMO_CONFIG_NAME,
+        Path(sys.prefix) / "share" / "mlsim-live" / "acquisition" / DEMO_CONFIG_NAME,
+    )
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MLSimError(
+        f"the demo configuration {DEMO_CONFIG_NAME} was not found in "
+        f"{', '.join(str(p.parent) for p in candidates)}; reinstall mlsim-live"
+    )
+
+
+def start_python_backend(
+    adapter_path: str | os.PathLike[str], config: str | os.PathLike[str]
+) -> Any:
+    """Start (once per process) a headless Micro-Manager core on Pycro-Manager's Python backend.
+
+    When a Python-backend core runs already (the backend allows one per process), it is reused
+    and ``config`` is loaded into it.
+
+    Returns
+    -------
+    The core (pymmcore with Pycro-Manager's snake_case method names).
+    """
+    from mmpycorex import is_pymmcore_active
+    from pycromanager import Core, start_headless
+
+    cfg = Path(config)
+    if not cfg.is_file():
+        raise MLSimError(f"Micro-Manager configuration {cfg} does not exist; expected a .cfg file")
+    try:
+        if not is_pymmcore_active():
+            start_headless(str(adapter_path), str(cfg), python_backend=True)
+            log.info("Micro-Manager core started headless (Python backend) with %s", cfg.name)
+            return Core()
+        core = Core()
+        core.load_system_configuration(str(cfg))
+        return core
+    except Exception as exc:  # the core's own message says what failed (e.g. an adapter version)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MLSimError(
+            f"Micro-Manager could not load {cfg.name} with the adapters in {adapter_path}: "
+            f"{first_line}; expected pymmcore and device adapters of the same device "
+            "interface version"
+        ) from exc
+
+
+def start_demo_core() -> Any:
+    """The headless core with the demo configuration (started once, then reused)."""
+    import mm_test_adapters
+    from mmpycorex import is_pymmcore_active
+
+    if is_pymmcore_active():
+        from pycromanager import Core
+
+        core = Core()
+        if PATTERN_GROUP in core.get_available_config_groups():
+            return core
+    return start_python_backend(mm_test_adapters.device_adapter_path(), demo_config_path())
+
+
+def configure_camera(core: Any, size: int, exposure_ms: float) -> None:
+    """Make the DemoCamera a 16-bit ``size`` x ``size`` camera with cheap frame generation."""
+    camera = core.get_camera_device()
+    for prop, value in (
+        ("PixelType", "16bit"),
+        ("BitDepth", "16"),
+        ("Binning", "1"),
+        ("OnCameraCCDXSize", str(size)),
+        ("OnCameraCCDYSize", str(size)),
+        ("FastImage", "1"),
+    ):
+        core.set_property(camera, prop, value)
+    core.clear_roi()
+    core.set_exposure(float(exposure_ms))
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What a demo run does.
+
+    Attributes
+    ----------
+    groups : int or None
+        SIM groups (time points) to acquire; None runs until ``stop()``.
+    size : int
+        Camera frame size (N x N); the SR image is 2N x 2N.
+    exposure_ms : float
+        DemoCamera exposure per raw frame.
+    interval_s : float
+        Time between group starts (0: as fast as possible).
+    out : Path or None
+        Folder for the raw NDTiff dataset ``<name>_N``, ``<name>_N_sr.tif`` and
+        ``<name>_N_summary.json``; None keeps the raw data in memory and writes nothing.
+    name : str
+        Dataset name prefix.
+    method, model : str, path or None
+        Reconstruction method and ONNX model (see ``make_reconstructor``).
+    policy : {"latest", "all"}
+        Reconstruction queue policy.
+    sample : str
+        Simulated sample kind.
+    seed : int
+        Seed of the simulated sample and noise.
+    """
+
+    groups: int | None = HEADLESS_DEFAULT_GROUPS
+    size: int = 512
+    exposure_ms: float = 10.0
+    interval_s: float = 0.0
+    out: Path | None = None
+    name: str = "demo"
+    method: str = "rcan"
+    model: Path | None = None
+    policy: str = "latest"
+    sample: str = "mixture"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % 2:
+            raise MLSimError(f"frame size {self.size}; expected an even size of at least 16")
+
+
+class DemoRun:
+    """One demo acquisition: core, simulated optics, processor and the acquisition loop.
+
+    Build it in the main thread (the model loads here), attach sinks (the viewer) through
+    ``processor.add_sink``, then call :meth:`run` (blocking, any thread); :meth:`stop` ends the
+    run early from any thread, after the groups already queued.
+
+    Parameters
+    ----------
+    settings : DemoSettings
+        What to acquire.
+    sinks : iterable of Sink
+        Extra receivers of each reconstruction.
+    reconstructor : Reconstructor, optional
+        Instead of ``settings.method``/``settings.model`` (tests inject fakes here).
+    """
+
+    def __init__(
+        self,
+        settings: DemoSettings,
+        sinks: tuple[Sink, ...] = (),
+        reconstructor: Reconstructor | None = None,
+    ) -> None:
+        self.settings = settings
+        acquisition = AcquisitionSettings(
+            groups=settings.groups,
+            exposure_ms=settings.exposure_ms,
+            interval_s=settings.interval_s,
+            out=settings.out,
+            name=settings.name,
+            pattern_group=PATTERN_GROUP,
+        )
+        self.core = start_demo_core()
+        configure_camera(self.core, settings.size, settings.exposure_ms)
+        self.optics = SimulatedSIMOptics(
+            size=settings.size, sample=settings.sample, seed=settings.seed, core=self.core
+        )
+        self.name = settings.name
+        if settings.out is not None:
+            settings.out.mkdir(parents=True, exist_ok=True)
+            self.name = next_dataset_name(settings.out, settings.name)
+        self.processor = SIMProcessor(
+            model=settings.model,
+            method=settings.method,
+            policy=settings.policy,
+            out=settings.out,
+            name=self.name,
+            sinks=sinks,
+            reconstructor=reconstructor,
+            pixel_size_um=self.optics.pixel_size_um,
+            simulated=True,
+        )
+        self.processor.extra_summary["simulation"] = self.optics.describe()
+        self.acquisition = SIMAcquisition(
+            self.processor,
+            acquisition,
+            stages=(self.optics,),
+            post_hardware_hook=self.optics.post_hardware_hook,
+            dataset_name=self.name if settings.out is not None else None,
+        )
+
+    def stop(self) -> None:
+        """End the run after the groups already queued (thread-safe, idempotent)."""
+        self.acquisition.stop()
+
+    def run(self) -> dict[str, Any]:
+        """Acquire, reconstruct and save; return the summary (also written as JSON)."""
+        s = self.settings
+        log.info(
+            "SIMULATED demo: %s groups of 9 frames, %d x %d px, exposure %.1f ms, policy %s",
+            s.groups if s.groups is not None else "unlimited",
+            s.size,
+            s.size,
+            s.exposure_ms,
+            s.policy,
+        )
+        return self.acquisition.run()
+
+    @property
+    def dataset_path(self) -> Path | None:
+        """The raw NDTiff dataset, once the run has ended."""
+        return self.acquisition.dataset_path

@@ -1,0 +1,813 @@
+"""SIM pattern-parameter estimation (fairSIM style): band separation, cross-correlation for the
+pattern vector, peak phases, modulation; also background, signal, noise and OTF-cutoff estimates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import ndimage
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
+from mlsim_live.sim.optics import Optics, incoherent_otf
+
+log = logging.getLogger(__name__)
+
+NOMINAL_PHASE_STEP_RAD = 2.0 * np.pi / N_PHASES
+#: Search the pattern frequency between these fractions of the OTF cutoff.
+SEARCH_BAND = (0.45, 1.05)
+#: Wider upper limit when the cutoff is only estimated from the data (it tends to come out low).
+SEARCH_BAND_FROM_DATA = (0.45, 1.25)
+#: Largest accepted deviation of a measured phase step from 2pi/3 before falling back to nominal.
+MAX_PHASE_STEP_ERROR_RAD = 0.6
+#: Regularization of the Wiener-deconvolved band 0 used as the correlation template.
+TEMPLATE_WIENER = 0.05
+#: Band 0's lowest frequencies (haze, uneven illumination) are left out of the template.
+TEMPLATE_DC_FRACTION = 0.03
+#: The band overlap used for refinement and modulation: both OTFs above this, DC areas out.
+OVERLAP_OTF_MIN = 0.02
+OVERLAP_DC_FRACTION = 0.15
+BACKGROUND_PERCENTILE = 1.0
+SIGNAL_PERCENTILE = 99.9
+
+
+# --------------------------------------------------------------------------------------------
+# Result types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatternEstimate:
+    """Estimated illumination pattern of one angle.
+
+    The pattern is ``1 + modulation * cos(2 pi k.r + phases_rad[p])`` with ``r = (y, x)``
+    measured from the centre of pixel (0, 0), ``y`` along rows and ``x`` along columns.
+    ``k`` is chosen with ``angle_deg`` in ``[0, 180)``.
+
+    Attributes
+    ----------
+    k_cycles_per_px : (float, float)
+        Pattern vector (ky, kx) in cycles per camera pixel.
+    k_bins : (float, float)
+        Pattern vector (ky, kx) in FFT bins of the raw frame (cycles per frame height/width).
+    k_per_um : (float, float) or None
+        Pattern vector (ky, kx) in cycles/um; None when the pixel size is unknown.
+    angle_deg : float
+        Direction of k, from the x axis (columns) towards y (rows), in [0, 180).
+    frequency_cycles_per_px : float
+        ``|k|`` in cycles per pixel.
+    frequency_per_um : float or None
+        ``|k|`` in cycles/um.
+    period_px : float
+        Pattern period in camera pixels.
+    period_nm : float or None
+        Pattern period in nanometres.
+    frequency_fraction : float
+        ``|k|`` as a fraction of the OTF cutoff used for the estimate.
+    phase_rad : float
+        Phase of the first frame of this angle, in [0, 2 pi).
+    phases_rad : (float, float, float)
+        Phases of the three frames (unwrapped around the first).
+    modulation : float
+        Modulation depth from the overlap of band 0 and band 1 (not clipped).
+    peak_contrast : float
+        Height of the cross-correlation peak over the median of the searched annulus; a
+        confidence figure (values below ~3 mean the pattern was hardly found).
+    phases_fitted : bool
+        Whether the phase steps were measured (True) or the nominal 2pi/3 steps were used.
+    """
+
+    k_cycles_per_px: tuple[float, float]
+    k_bins: tuple[float, float]
+    k_per_um: tuple[float, float] | None
+    angle_deg: float
+    frequency_cycles_per_px: float
+    frequency_per_um: float | None
+    period_px: float
+    period_nm: float | None
+    frequency_fraction: float
+    phase_rad: float
+    phases_rad: tuple[float, float, float]
+    modulation: float
+    peak_contrast: float
+    phases_fitted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "k_cycles_per_px": list(self.k_cycles_per_px),
+            "k_bins": list(self.k_bins),
+            "k_per_um": None if self.k_per_um is None else list(self.k_per_um),
+            "angle_deg": self.angle_deg,
+            "frequency_cycles_per_px": self.frequency_cycles_per_px,
+            "frequency_per_um": self.frequency_per_um,
+            "period_px": self.period_px,
+            "period_nm": self.period_nm,
+            "frequency_fraction": self.frequency_fraction,
+            "phase_rad": self.phase_rad,
+            "phases_rad": list(self.phases_rad),
+            "modulation": self.modulation,
+            "peak_contrast": self.peak_contrast,
+            "phases_fitted": self.phases_fitted,
+        }
+
+
+@dataclass(frozen=True)
+class GroupEstimate:
+    """Pattern estimates of the three angles of a group plus what was measured around them.
+
+    Attributes
+    ----------
+    patterns : tuple of PatternEstimate
+        One per angle, in the group's angle order.
+    shape : (int, int)
+        Raw frame shape the estimate was made on.
+    background_adu : float
+        Background (camera offset plus constant background) that was subtracted.
+    signal_adu : float
+        Peak signal above background: 99.9th percentile of the widefield image minus background.
+    noise_adu : float or None
+        Per-frame noise standard deviation from the spectral noise floor (None when the OTF
+        fills the whole spectrum).
+    cutoff_cycles_per_px : float
+        Widefield OTF cutoff used, in cycles per pixel.
+    cutoff_source : {"optics", "data"}
+        Whether the cutoff came from the optics (NA, wavelength, pixel size) or from the data.
+    pixel_size_um : float or None
+        Pixel size, when known.
+    """
+
+    patterns: tuple[PatternEstimate, ...]
+    shape: tuple[int, int]
+    background_adu: float
+    signal_adu: float
+    noise_adu: float | None
+    cutoff_cycles_per_px: float
+    cutoff_source: str
+    pixel_size_um: float | None
+
+    @property
+    def cutoff_per_um(self) -> float | None:
+        """OTF cutoff in cycles/um, when the pixel size is known."""
+        if self.pixel_size_um is None:
+            return None
+        return self.cutoff_cycles_per_px / self.pixel_size_um
+
+    @property
+    def angles_deg(self) -> tuple[float, ...]:
+        """Pattern directions in [0, 180) degrees."""
+        return tuple(p.angle_deg for p in self.patterns)
+
+    @property
+    def frequency_fraction(self) -> float:
+        """Mean pattern frequency as a fraction of the OTF cutoff."""
+        return float(np.mean([p.frequency_fraction for p in self.patterns]))
+
+    @property
+    def modulation(self) -> float:
+        """Mean modulation depth over the angles."""
+        return float(np.mean([p.modulation for p in self.patterns]))
+
+    @property
+    def snr(self) -> float | None:
+        """Peak signal over per-frame noise (None without a noise estimate)."""
+        if self.noise_adu is None or self.noise_adu <= 0:
+            return None
+        return self.signal_adu / self.noise_adu
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict for the reconstruction's sidecar."""
+        return {
+            "patterns": [p.to_dict() for p in self.patterns],
+            "angles_deg": list(self.angles_deg),
+            "frequency_fraction": self.frequency_fraction,
+            "modulation": self.modulation,
+            "shape": list(self.shape),
+            "background_adu": self.background_adu,
+            "signal_adu": self.signal_adu,
+            "noise_adu": self.noise_adu,
+            "snr": self.snr,
+            "cutoff_cycles_per_px": self.cutoff_cycles_per_px,
+            "cutoff_per_um": self.cutoff_per_um,
+            "cutoff_source": self.cutoff_source,
+            "pixel_size_um": self.pixel_size_um,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Small shared helpers (also used by the reconstructors)
+# --------------------------------------------------------------------------------------------
+
+
+def as_group(group: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """Check that ``group`` is (9, H, W) and return it as floats."""
+    arr = np.asarray(group)
+    if arr.ndim != 3 or arr.shape[0] != GROUP_SIZE:
+        raise MLSimError(f"SIM group has shape {arr.shape}; expected ({GROUP_SIZE}, H, W)")
+    if min(arr.shape[1:]) < 16:
+        raise MLSimError(f"SIM frames are {arr.shape[1:]}; expected at least 16 x 16 pixels")
+    return arr.astype(dtype, copy=False)
+
+
+def estimate_background(group: np.ndarray) -> float:
+    """Background (camera offset + constant background) of a group, in its units.
+
+    The 1st percentile of the widefield image averaged over 4x4 blocks (the block average
+    keeps noise from pulling the percentile down).
+    """
+    frames = as_group(group, np.float32)
+    wf = frames.mean(axis=0)
+    h, w = (wf.shape[0] // 4) * 4, (wf.shape[1] // 4) * 4
+    blocks = wf[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+    return float(np.percentile(blocks, BACKGROUND_PERCENTILE))
+
+
+def estimate_signal_level(group: np.ndarray, background_adu: float | None = None) -> float:
+    """Peak signal above background of a group, in its units (ADU for camera data).
+
+    The 99.9th percentile of the widefield image (mean of the 9 frames, smoothed over 3x3
+    pixels against noise) minus the background, the same definition the simulator uses for
+    ``Signal.peak_photons``.
+    """
+    frames = as_group(group, np.float32)
+    bg = estimate_background(frames) if background_adu is None else float(background_adu)
+    wf = ndimage.uniform_filter(frames.mean(axis=0), 3)
+    return float(np.percentile(wf, SIGNAL_PERCENTILE) - bg)
+
+
+def frequency_radius(shape: tuple[int, int], upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(fy, fx) grids in cycles per *raw* pixel of an FFT of ``upsample * shape`` (unshifted)."""
+    fy = sfft.fftfreq(shape[0] * upsample, d=1.0 / upsample)
+    fx = sfft.fftfreq(shape[1] * upsample, d=1.0 / upsample)
+    return fy[:, None], fx[None, :]
+
+
+def otf_model(
+    shape: tuple[int, int],
+    cutoff_cycles_per_px: float,
+    *,
+    shift_cycles_per_px: tuple[float, float] = (0.0, 0.0),
+    upsample: int = 1,
+    pixel_aperture: bool = True,
+    rfft: bool = False,
+) -> np.ndarray:
+    """Detection OTF on an FFT grid: circular-pupil OTF times the camera-pixel aperture.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Raw frame shape.
+    cutoff_cycles_per_px : float
+        Widefield cutoff ``2 NA / lambda`` in cycles per raw pixel.
+    shift_cycles_per_px : (float, float)
+        Evaluate ``OTF(f + shift)`` (the OTF of a band moved by ``-shift``).
+    upsample : int
+        Grid refinement (2 for the reconstruction grid).
+    pixel_aperture : bool
+        Multiply by ``sinc(fy) sinc(fx)``, the integration over one camera pixel.
+    rfft : bool
+        Return only the half spectrum of ``rfft2`` (last axis ``n // 2 + 1``).
+
+    Returns
+    -------
+    ndarray of float64
+    """
+    fy, fx = frequency_radius(shape, upsample)
+    if rfft:
+        fx = fx[:, : shape[1] * upsample // 2 + 1]
+    gy, gx = fy + shift_cycles_per_px[0], fx + shift_cycles_per_px[1]
+    otf = incoherent_otf(np.hypot(gy, gx) / cutoff_cycles_per_px)
+    if pixel_aperture:
+        otf = otf * np.sinc(gy) * np.sinc(gx)
+    return otf
+
+
+def tukey_window(shape: tuple[int, int], fraction: float = 0.25) -> np.ndarray:
+    """Separable Tukey window; ``fraction`` of each axis is cosine-tapered (half at each end)."""
+
+    def one(n: int) -> np.ndarray:
+        w = np.ones(n)
+        m = max(1, round(fraction * n / 2))
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
+        w[:m] = ramp
+        w[n - m :] = ramp[::-1]
+        return w
+
+    return one(shape[0])[:, None] * one(shape[1])[None, :]
+
+
+def separation_matrix(phases_rad: np.ndarray) -> np.ndarray:
+    """Inverse of the SIM mixing matrix for three frames.
+
+    Frame ``p`` is ``B0 + 0.5 e^{i phi_p} B+ + 0.5 e^{-i phi_p} B-``; the returned (3, 3) matrix
+    maps the three frames (or their spectra) to ``(B0, B+, B-)``.
+    """
+    phi = np.asarray(phases_rad, dtype=np.float64)
+    mix = np.stack([np.ones(3), 0.5 * np.exp(1j * phi), 0.5 * np.exp(-1j * phi)], axis=1)
+    cond = np.linalg.cond(mix)
+    if not np.isfinite(cond) or cond > 1e3:
+        raise MLSimError(
+            f"phases {np.round(phi, 3).tolist()} rad cannot separate the bands; "
+            "expected three distinct phases"
+        )
+    return np.linalg.inv(mix)
+
+
+def pad_spectrum(spec: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Zero-pad a full (unshifted) 2D spectrum into a larger grid, keeping frequencies."""
+    h, w = spec.shape[-2:]
+    out = np.zeros((*spec.shape[:-2], *out_shape), dtype=spec.dtype)
+    hy, hx = (h + 1) // 2, (w + 1) // 2  # non-negative frequencies
+    out[..., :hy, :hx] = spec[..., :hy, :hx]
+    out[..., :hy, out_shape[1] - (w - hx) :] = spec[..., :hy, hx:]
+    out[..., out_shape[0] - (h - hy) :, :hx] = spec[..., hy:, :hx]
+    out[..., out_shape[0] - (h - hy) :, out_shape[1] - (w - hx) :] = spec[..., hy:, hx:]
+    return out
+
+
+def _dft_at(image: np.ndarray, ky: np.ndarray, kx: np.ndarray, step: float = 1.0) -> np.ndarray:
+    """``sum_r image(r) exp(-2 pi i k.r)`` on the grid ky x kx (cycles per raw pixel).
+
+    ``step`` is the raw-pixel distance between samples of ``image`` (0.5 on the 2x grid).
+    Returns shape (len(ky), len(kx)).
+    """
+    y = np.arange(image.shape[0]) * step
+    x = np.arange(image.shape[1]) * step
+    ey = np.exp(-2j * np.pi * np.outer(ky, y))
+    ex = np.exp(-2j * np.pi * np.outer(x, kx))
+    return ey @ (image @ ex)
+
+
+# --------------------------------------------------------------------------------------------
+# Noise floor and cutoff from the data
+# --------------------------------------------------------------------------------------------
+
+
+def _radial_power(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean power spectrum of background-free, periodized frames, radially averaged.
+
+    Returns (radius in cycles/px per bin, mean power per bin, pixel count per bin).
+    """
+    h, w = frames.shape[-2:]
+    spec = sfft.fft2(_periodic_component(frames), workers=-1)
+    power = (np.abs(spec) ** 2).mean(axis=0)
+    fy, fx = frequency_radius((h, w))
+    r = np.hypot(fy, fx)
+    step = 1.0 / max(h, w)
+    idx = np.rint(r / step).astype(int)
+    counts = np.bincount(idx.ravel())
+    sums = np.bincount(idx.ravel(), weights=power.ravel())
+    valid = counts > 0
+    radii = np.arange(len(counts)) * step
+    return radii[valid], sums[valid] / counts[valid], counts[valid]
+
+
+def _periodic_component(frames: np.ndarray) -> np.ndarray:
+    """Periodic part of the periodic-plus-smooth decomposition (Moisan 2011) of each frame.
+
+    Removes the cross-shaped spectral leakage of the image borders.
+    """
+    u = np.asarray(frames, dtype=np.float64)
+    h, w = u.shape[-2:]
+    v = np.zeros_like(u)
+    v[..., 0, :] += u[..., -1, :] - u[..., 0, :]
+    v[..., -1, :] += u[..., 0, :] - u[..., -1, :]
+    v[..., :, 0] += u[..., :, -1] - u[..., :, 0]
+    v[..., :, -1] += u[..., :, 0] - u[..., :, -1]
+    cy = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
+    cx = np.cos(2 * np.pi * np.arange(w) / w)[None, :]
+    denom = 2 * cy + 2 * cx - 4
+    denom[0, 0] = 1.0
+    s_hat = sfft.fft2(v, workers=-1) / denom
+    s_hat[..., 0, 0] = 0.0
+    return u - sfft.ifft2(s_hat, workers=-1).real
+
+
+def _noise_floor(
+    radii: np.ndarray, power: np.ndarray, counts: np.ndarray, above: float
+) -> float | None:
+    """Median power beyond radius ``above`` (cycles/px), or None when too little is left."""
+    sel = radii > above
+    if counts[sel].sum() < 0.03 * counts.sum() or sel.sum() < 4:
+        return None
+    return float(np.median(power[sel]))
+
+
+def estimate_cutoff(group: np.ndarray, background_adu: float | None = None) -> float:
+    """Estimate the widefield OTF cutoff from the data, in cycles per pixel.
+
+    The radially averaged power spectrum of the (periodized) frames falls from the signal to a
+    flat noise floor at the cutoff. The floor is the median power in the outermost part of the
+    spectrum; the cutoff is the radius where the smoothed spectrum last stands clearly (30 %)
+    above it, corrected outwards by the OTF's slow approach to zero.
+
+    Parameters
+    ----------
+    group : ndarray (9, H, W)
+        Raw SIM group.
+    background_adu : float, optional
+        Background to remove first; estimated when omitted.
+
+    Returns
+    -------
+    float
+        Cutoff in cycles per pixel, between 0.1 and ``sqrt(0.5)``.
+    """
+    frames = as_group(group)
+    bg = estimate_background(frames) if background_adu is None else float(background_adu)
+    radii, power, counts = _radial_power(frames - bg)
+    smooth = ndimage.uniform_filter1d(np.log(power), 5, mode="nearest")
+    # outermost fifth of the radii that exist (corners included)
+    floor = _noise_floor(radii, power, counts, above=0.8 * radii.max())
+    if floor is None:  # pragma: no cover - only for degenerate tiny frames
+        return 0.5
+    above = np.nonzero(smooth > np.log(floor * 1.3))[0]
+    above = above[radii[above] > 0.05]
+    if above.size == 0:
+        raise MLSimError("found no signal above the noise floor; expected a SIM group with signal")
+    # the last radius of the first contiguous run that starts at low frequency
+    gaps = np.nonzero(np.diff(above) > 3)[0]
+    last = above[gaps[0]] if gaps.size else above[-1]
+    cutoff = float(radii[last]) * 1.05
+    return float(np.clip(cutoff, 0.1, np.sqrt(0.5)))
+
+
+def noise_std(
+    group: np.ndarray, cutoff_cycles_per_px: float, background_adu: float
+) -> float | None:
+    """Per-frame noise standard deviation from the spectral noise floor beyond the cutoff."""
+    frames = as_group(group)
+    radii, power, counts = _radial_power(frames - background_adu)
+    floor = _noise_floor(radii, power, counts, above=1.1 * cutoff_cycles_per_px)
+    if floor is None:
+        return None
+    h, w = frames.shape[-2:]
+    return float(np.sqrt(floor / (h * w)))
+
+
+# --------------------------------------------------------------------------------------------
+# Pattern estimation
+# --------------------------------------------------------------------------------------------
+
+
+def _zoom_search(
+    objective: Any, k0: tuple[float, float], shape: tuple[int, int]
+) -> tuple[float, float]:
+    """Maximize ``objective(ky_array, kx_array) -> (ny, nx) values`` around ``k0``.
+
+    Successively finer 5 x 5 grids, from half an FFT bin down to ~0.002 bin.
+    """
+    ky, kx = k0
+    bin_y, bin_x = 1.0 / shape[0], 1.0 / shape[1]
+    s = 0.5
+    while s > 2e-3:
+        offs = np.linspace(-2, 2, 5) * s
+        vals = objective(ky + offs * bin_y, kx + offs * bin_x)
+        iy, ix = np.unravel_index(np.argmax(vals), vals.shape)
+        ky, kx = ky + offs[iy] * bin_y, kx + offs[ix] * bin_x
+        s /= 2.5
+    return float(ky), float(kx)
+
+
+def _lag_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(qy, qx) of the 2x-grid correlation bins, in cycles per raw pixel."""
+    h, w = shape
+    qy = sfft.fftfreq(2 * h, d=1.0 / (2 * h)) / h
+    qx = sfft.fftfreq(2 * w, d=1.0 / (2 * w)) / w
+    return qy, qx
+
+
+def _to_bin(q: np.ndarray, n: int) -> np.ndarray:
+    """Nearest 2x-grid correlation bin index of lag ``q`` (cycles/px) for raw size ``n``."""
+    return np.mod(np.rint(q * n).astype(int), 2 * n)
+
+
+def _circumcenter(z: np.ndarray) -> complex | None:
+    """Centre of the circle through three complex points (None when they are collinear)."""
+    b, c = z[1] - z[0], z[2] - z[0]
+    d = 2.0 * (b.real * c.imag - b.imag * c.real)
+    if abs(d) < 1e-12 * max(abs(b) * abs(c), 1e-300):
+        return None
+    ux = (c.imag * abs(b) ** 2 - b.imag * abs(c) ** 2) / d
+    uy = (b.real * abs(c) ** 2 - c.real * abs(b) ** 2) / d
+    return complex(z[0] + complex(ux, uy))
+
+
+class _Angle:
+    """The three frames of one angle on the raw and 2x grids, for correlations at any lag k.
+
+    Correlations ``sum_f A(f) conj(B(f - k))`` are DFTs at ``k`` of the 2x-grid product
+    ``ifft(A) conj(ifft(B))`` (both band-limited to the raw grid, so the product is exact).
+    """
+
+    def __init__(self, spec3: np.ndarray, otf: np.ndarray, cutoff: float) -> None:
+        h, w = spec3.shape[1:]
+        self.shape = (h, w)
+        self.big = (2 * h, 2 * w)
+        self.spec3 = spec3
+        support = otf > 0
+        mean = spec3.mean(axis=0)
+        fy, fx = frequency_radius((h, w))
+        keep = support & (np.hypot(fy, fx) > TEMPLATE_DC_FRACTION * cutoff)
+        deconv = np.where(keep, otf / (otf**2 + TEMPLATE_WIENER), 0.0)
+        self._template = sfft.ifft2(pad_spectrum(mean * deconv, self.big), workers=-1)
+        self._frames = sfft.ifft2(pad_spectrum(spec3 * support, self.big), workers=-1)
+
+    def _product(self, weights: np.ndarray) -> np.ndarray:
+        band = np.tensordot(weights, self._frames, axes=1)
+        return band * np.conj(self._template)
+
+    def detection_map(self, weights: np.ndarray) -> np.ndarray:
+        """|C(q)| at the 2x-grid lags for band ``sum_p weights[p] frame_p`` against band 0."""
+        return np.abs(sfft.fft2(self._product(weights), workers=-1))
+
+    def detection_objective(self, weights: np.ndarray) -> Any:
+        """|C(k)| at any lags (ky array, kx array), for the sub-bin search."""
+        product = self._product(weights)
+
+        def objective(ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
+            return np.abs(_dft_at(product, ky, kx, step=0.5))
+
+        return objective
+
+    def frame_correlations(self, k: tuple[float, float]) -> np.ndarray:
+        """Correlation of each mean-free frame with band 0 at lag k (3 complex values)."""
+        mean = self._frames.mean(axis=0)
+        ky, kx = np.array([k[0]]), np.array([k[1]])
+        conj_t = np.conj(self._template)
+        return np.array(
+            [_dft_at((f - mean) * conj_t, ky, kx, step=0.5)[0, 0] for f in self._frames]
+        )
+
+
+def _coarse_peaks(
+    maps: list[np.ndarray], shape: tuple[int, int], cutoff: float, band: tuple[float, float]
+) -> list[tuple[float, float, float]]:
+    """Integer-bin pattern vectors of the three angles from their correlation maps.
+
+    The angles of a SIM are about 60 degrees apart with one pattern frequency, so the three maps
+    are searched together: each candidate lag of angle 0 is scored with the maps of angles 1 and
+    2 at the lag turned by +-60 and +-120 degrees (either sign of k, a small tolerance for
+    imperfect angles). Each angle's peak is then taken in its own map near the consensus.
+    Returns (ky, kx, contrast) per angle, contrast being the peak over the ring's median.
+    """
+    h, w = shape
+    qy, qx = _lag_grid(shape)
+    q = np.hypot(qy[:, None], qx[None, :])
+    ring = (q >= band[0] * cutoff) & (q <= band[1] * cutoff)
+    if not ring.any():
+        raise MLSimError(f"OTF cutoff {cutoff:.3f} cycles/px leaves no pattern search region")
+    norm = []
+    for m in maps:
+        med = float(np.median(m[ring]))
+        norm.append(np.where(ring, m / max(med, 1e-300), 0.0))
+    # either sign of k: the map at q and at -q
+    sym = [np.maximum(z, np.roll(z[::-1, ::-1], 1, axis=(0, 1))) for z in norm]
+    tol = [ndimage.maximum_filter(z, size=5, mode="wrap") for z in sym]
+    iy, ix = np.nonzero(ring)
+    cy, cx = qy[iy], qx[ix]
+    best_score, best = -1.0, (0, 0.0)
+    for turn in (1.0, -1.0):
+        score = sym[0][iy, ix].copy()
+        for a in range(1, len(maps)):
+            t = np.deg2rad(60.0 * a * turn)
+            ry = np.sin(t) * cx + np.cos(t) * cy
+            rx = np.cos(t) * cx - np.sin(t) * cy
+            score += tol[a][_to_bin(ry, h), _to_bin(rx, w)]
+        j = int(np.argmax(score))
+        if score[j] > best_score:
+            best_score, best = float(score[j]), (j, turn)
+    j, turn = best
+    k0y, k0x = float(cy[j]), float(cx[j])
+    k0 = np.hypot(k0y, k0x)
+    radius = max(3.0 / min(h, w), 0.1 * k0)  # about +-6 degrees of angle
+    out = []
+    for a, z in enumerate(norm):
+        t = np.deg2rad(60.0 * a * turn)
+        py = np.sin(t) * k0x + np.cos(t) * k0y
+        px_ = np.cos(t) * k0x - np.sin(t) * k0y
+        near = np.minimum(
+            np.hypot(qy[:, None] - py, qx[None, :] - px_),
+            np.hypot(qy[:, None] + py, qx[None, :] + px_),
+        ) <= radius
+        local = np.where(near, z, 0.0)
+        jy, jx = np.unravel_index(np.argmax(local), local.shape)
+        out.append((float(qy[jy]), float(qx[jx]), float(local[jy, jx])))
+    return out
+
+
+def _fit_phases(values: np.ndarray, nominal: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Frame phases from the three frame correlations at k.
+
+    The values are ``c (e^{i phi_p} - mu)`` (mean-free frames), so they lie on a circle around
+    ``-c mu``: the phases are the angles seen from the circle's centre. Falls back to the
+    nominal steps (best common offset) when the circle is ill-defined or the steps are far off.
+    """
+    offset = np.angle(np.sum(values * np.exp(-1j * nominal)))
+    fallback = offset + nominal
+    centre = _circumcenter(values)
+    spread = float(np.mean(np.abs(values - values.mean())))
+    if centre is None or not np.isfinite(centre) or abs(centre) > 0.5 * spread:
+        return fallback, False
+    phases = np.angle(values - centre)
+    steps = np.angle(np.exp(1j * (phases - phases[0])))
+    deviation = np.abs(np.angle(np.exp(1j * (steps - nominal))))
+    if np.any(deviation > MAX_PHASE_STEP_ERROR_RAD):
+        log.warning(
+            "measured phase steps %s rad are far from 2pi/3; using nominal steps",
+            np.round(steps, 2).tolist(),
+        )
+        return fallback, False
+    return phases[0] + steps, True
+
+
+def _modulation_and_phase(
+    b0: np.ndarray,
+    bp: np.ndarray,
+    k: tuple[float, float],
+    cutoff: float,
+    noise_power: float,
+) -> complex:
+    """Complex ratio ``m e^{i dphi}`` of band +1 (moved back by k) to band 0 over their overlap.
+
+    Both ``X(g) = B+(g+k) OTF(g)`` and ``Y(g) = B0(g) OTF(g+k)`` carry ``OTF(g) OTF(g+k) S(g)``;
+    the least-squares ratio ``sum X Y* / sum |Y|^2`` over the region where both OTFs exceed 2 %,
+    away from both bands' DC (unmodulated background, haze), with the noise power of band 0
+    removed from the denominator.
+    """
+    h, w = b0.shape
+    big = (2 * h, 2 * w)
+    otf0 = otf_model((h, w), cutoff, upsample=2)
+    otfk = otf_model((h, w), cutoff, shift_cycles_per_px=k, upsample=2)
+    r1 = sfft.ifft2(pad_spectrum(bp, big), workers=-1)
+    y = np.arange(big[0])[:, None] * 0.5
+    x = np.arange(big[1])[None, :] * 0.5
+    moved = sfft.fft2(r1 * np.exp(-2j * np.pi * (k[0] * y + k[1] * x)), workers=-1)
+    fy, fx = frequency_radius((h, w), 2)
+    dc = OVERLAP_DC_FRACTION * cutoff
+    region = (
+        (otf0 > OVERLAP_OTF_MIN)
+        & (otfk > OVERLAP_OTF_MIN)
+        & (np.hypot(fy, fx) > dc)
+        & (np.hypot(fy + k[0], fx + k[1]) > dc)
+    )
+    if region.sum() < 10:
+        return complex(np.nan, np.nan)
+    xs = (moved * otf0)[region]
+    ys = (pad_spectrum(b0, big) * otfk)[region]
+    total = float(np.sum(np.abs(ys) ** 2))
+    signal = total - noise_power * float(np.sum(otfk[region] ** 2))
+    return complex(np.sum(xs * np.conj(ys)) / max(signal, 1e-3 * total, 1e-300))
+
+
+def _wrap(phi: float) -> float:
+    return float(np.mod(phi, 2 * np.pi))
+
+
+def estimate_pattern(
+    group: np.ndarray,
+    optics: Optics | None = None,
+    *,
+    offset_adu: float | None = None,
+    pixel_size_um: float | None = None,
+    fit_phases: bool = True,
+) -> GroupEstimate:
+    """Estimate the illumination pattern of each angle of a SIM group.
+
+    1. Per angle, the three (background-free, Tukey-windowed) frames are separated into bands
+       0, +1, -1 with the nominal 2pi/3 phase steps; band +1 is cross-correlated against the
+       Wiener-deconvolved band 0 at every integer lag on the 2x grid.
+    2. The three correlation maps are searched together between 0.45 and 1.05 of the OTF cutoff
+       (angles ~60 degrees apart, one frequency), then each angle's peak in its own map.
+    3. k is refined to ~0.002 FFT bin by maximizing the normalized, OTF-weighted overlap of
+       band +1 moved back by k with band 0 (fairSIM's criterion), evaluated by exact DFTs.
+    4. The phase of each frame follows from its correlation with band 0 at k (the three values
+       lie on a circle whose centre absorbs unequal steps), so steps need not be 2pi/3.
+    5. With the bands separated again by the measured phases, the complex ratio of band +1 to
+       band 0 over their OTF overlap (DC areas left out, noise power removed) gives the
+       modulation and a residual phase.
+
+    Parameters
+    ----------
+    group : ndarray, shape (9, H, W)
+        Raw frames, angle-major, camera counts with offset.
+    optics : Optics, optional
+        Gives the OTF cutoff and the pixel size. Without it the cutoff is estimated from the data.
+    offset_adu : float, optional
+        Background to subtract; estimated when omitted.
+    pixel_size_um : float, optional
+        Pixel size when ``optics`` is not given (for the per-um figures only).
+    fit_phases : bool
+        Measure the phase steps (True) or assume exact 2pi/3 steps (False).
+
+    Returns
+    -------
+    GroupEstimate
+    """
+    frames = as_group(group)
+    h, w = frames.shape[1:]
+    bg = estimate_background(frames) if offset_adu is None else float(offset_adu)
+    if optics is not None:
+        px = optics.pixel_size_um
+        cutoff = optics.cutoff_per_um * px
+        source = "optics"
+        band = SEARCH_BAND
+    else:
+        px = pixel_size_um
+        cutoff = estimate_cutoff(frames, bg)
+        source = "data"
+        band = SEARCH_BAND_FROM_DATA
+    window = tukey_window((h, w))
+    spectra = sfft.fft2((frames - bg) * window, workers=-1)
+    otf = otf_model((h, w), cutoff)
+    noise = noise_std(frames, cutoff, bg)
+    # noise power per bin of band 0 (mean of three windowed frames)
+    noise_power_b0 = 0.0 if noise is None else noise**2 * float(np.sum(window**2)) / N_PHASES
+
+    nominal = NOMINAL_PHASE_STEP_RAD * np.arange(N_PHASES)
+    sep_nominal = separation_matrix(nominal)
+    angles = [_Angle(spectra[N_PHASES * a : N_PHASES * (a + 1)], otf, cutoff) for a in range(N_ANGLES)]
+    maps = [ang.detection_map(sep_nominal[1]) for ang in angles]
+    coarse = _coarse_peaks(maps, (h, w), cutoff, band)
+    del maps
+    patterns = []
+    for a, ang in enumerate(angles):
+        ky, kx = _zoom_search(ang.detection_objective(sep_nominal[1]), coarse[a][:2], (h, w))
+        values = ang.frame_correlations((ky, kx))
+        if fit_phases:
+            phases, fitted = _fit_phases(values, nominal)
+        else:
+            phases, fitted = np.angle(np.sum(values * np.exp(-1j * nominal))) + nominal, False
+        bands = np.einsum("bp,pyx->byx", separation_matrix(phases), ang.spec3)
+        ratio = _modulation_and_phase(bands[0], bands[1], (ky, kx), cutoff, noise_power_b0)
+        if np.isfinite(ratio):
+            phases = phases + np.angle(ratio)
+        modulation = float(abs(ratio))
+        # report k with its direction in [0, 180): flipping k flips the phases' sign
+        direction = np.arctan2(ky, kx)
+        if direction < 0 or np.isclose(direction, np.pi):
+            ky, kx, phases = -ky, -kx, -phases
+        patterns.append(
+            _make_pattern(ky, kx, phases, modulation, coarse[a][2], fitted, (h, w), cutoff, px)
+        )
+    est = GroupEstimate(
+        patterns=tuple(patterns),
+        shape=(h, w),
+        background_adu=bg,
+        signal_adu=estimate_signal_level(frames, bg),
+        noise_adu=noise,
+        cutoff_cycles_per_px=float(cutoff),
+        cutoff_source=source,
+        pixel_size_um=px,
+    )
+    log.debug("pattern estimate: %s", format_estimate(est))
+    return est
+
+
+def _make_pattern(
+    ky: float,
+    kx: float,
+    phases: np.ndarray,
+    modulation: float,
+    contrast: float,
+    fitted: bool,
+    shape: tuple[int, int],
+    cutoff: float,
+    px: float | None,
+) -> PatternEstimate:
+    freq = float(np.hypot(ky, kx))
+    p0 = _wrap(phases[0])
+    unwrapped = tuple(float(p0 + np.angle(np.exp(1j * (p - phases[0])))) for p in phases)
+    return PatternEstimate(
+        k_cycles_per_px=(float(ky), float(kx)),
+        k_bins=(float(ky * shape[0]), float(kx * shape[1])),
+        k_per_um=None if px is None else (float(ky / px), float(kx / px)),
+        angle_deg=float(np.rad2deg(np.arctan2(ky, kx)) % 180.0),
+        frequency_cycles_per_px=freq,
+        frequency_per_um=None if px is None else freq / px,
+        period_px=1.0 / freq,
+        period_nm=None if px is None else px * 1e3 / freq,
+        frequency_fraction=freq / cutoff,
+        phase_rad=p0,
+        phases_rad=unwrapped,  # type: ignore[arg-type]
+        modulation=modulation,
+        peak_contrast=contrast,
+        phases_fitted=fitted,
+    )
+
+
+def format_estimate(est: GroupEstimate) -> str:
+    """One-line summary of an estimate for logs."""
+    parts = []
+    for p in est.patterns:
+        per = f"{p.period_nm:.1f} nm" if p.period_nm is not None else f"{p.period_px:.3f} px"
+        parts.append(
+            f"{p.angle_deg:.2f} deg, {per} ({p.frequency_fraction:.3f} of cutoff), "
+            f"phase {p.phase_rad:.2f} rad, m {p.modulation:.2f}"
+        )
+    return "; ".join(parts)

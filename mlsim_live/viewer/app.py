@@ -1,0 +1,214 @@
+"""Open the live viewer for demo, live and replay runs, and run its event loop to the end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyqtgraph as pg
+from pyqtgraph.Qt import QtCore, QtWidgets
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.viewer.sink import ViewerSink
+from mlsim_live.viewer.window import PICTURE_SUFFIXES, SIMViewer, StatsFn
+
+log = logging.getLogger(__name__)
+
+
+def ensure_app() -> QtWidgets.QApplication:
+    """Return the running QApplication, creating it if needed (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise MLSimError(
+            "the viewer was started outside the main thread; expected the main thread (Qt needs it)"
+        )
+    app = pg.mkQApp("mlsim-live")
+    assert isinstance(app, QtWidgets.QApplication)
+    return app
+
+
+def open_viewer(
+    *,
+    stats_fn: StatsFn | None = None,
+    on_close: Callable[[], None] | None = None,
+    simulated: bool = False,
+    title: str = "mlsim-live",
+    show: bool = True,
+    size: tuple[int, int] = (1280, 720),
+) -> tuple[SIMViewer, ViewerSink]:
+    """Create the QApplication if needed, a `SIMViewer` and the `ViewerSink` that feeds it.
+
+    Call in the main thread, before starting the acquisition; hand the sink to the pipeline
+    (it calls ``sink.on_result`` from its worker thread and ``sink.close()`` at the end),
+    then call `run_viewer`.
+
+    Parameters
+    ----------
+    stats_fn : callable, optional
+        Pipeline statistics for the status bar (e.g. ``pipeline.summary``).
+    on_close : callable, optional
+        Called once when the window closes: stop the acquisition there (quickly, idempotent).
+    simulated : bool
+        Show the 'SIMULATED' badge from the start (demo mode).
+    title : str
+        Window title.
+    show : bool
+        Show the window now.
+    size : (int, int)
+        Window width and height in pixels.
+
+    Returns
+    -------
+    window : SIMViewer
+    sink : ViewerSink
+    """
+    ensure_app()
+    sink = ViewerSink()
+    window = SIMViewer(sink, stats_fn=stats_fn, on_close=on_close, simulated=simulated, title=title)
+    window.resize(*size)
+    if show:
+        window.show()
+    return window, sink
+
+
+def check_screenshot_path(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Check a ``--screenshot`` path before the run starts; return it as a Path.
+
+    Raises
+    ------
+    MLSimError
+        Not a .png/.jpg/.bmp name, missing folder, or an existing file without ``overwrite``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise MLSimError(
+            f"screenshot {path.name!r} has suffix {path.suffix!r}; expected .png, .jpg or .bmp"
+        )
+    if not path.parent.is_dir():
+        raise MLSimError(f"folder {path.parent} does not exist; expected an existing folder")
+    if path.exists() and not overwrite:
+        raise MLSimError(f"{path} exists; expected a new file name, or --overwrite to replace it")
+    return path
+
+
+def run_viewer(
+    window: SIMViewer,
+    *,
+    done: Callable[[], bool] | None = None,
+    screenshot: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    close_when_done: bool = False,
+    timeout_s: float | None = None,
+    poll_ms: int = 100,
+) -> bool:
+    """Run the Qt event loop until the window is closed; return True if the run finished first.
+
+    The run counts as finished when the pipeline closes the window's sink, or when ``done()``
+    returns True (polled every ``poll_ms``), or after ``timeout_s``. Then the newest result is
+    displayed, the screenshot (if asked) is saved, and the window is closed if a screenshot was
+    asked or ``close_when_done``; otherwise it stays open until the user closes it. Closing the
+    window calls its ``on_close``. Ctrl+C closes the window too.
+
+    Parameters
+    ----------
+    window : SIMViewer
+        From `open_viewer`.
+    done : callable, optional
+        Extra end condition, e.g. ``lambda: not acquisition_thread.is_alive()``. Prefer the
+        sink being closed: ``done`` can fire while the last reconstruction is still running.
+    screenshot : path, optional
+        PNG (or .jpg/.bmp) picture of the window to save at the end of the run.
+    overwrite : bool
+        Replace an existing screenshot file.
+    close_when_done : bool
+        Close the window when the run finishes, even without a screenshot.
+    timeout_s : float, optional
+        Finish after this many seconds at most.
+    poll_ms : int
+        Polling period of ``done`` and of Ctrl+C.
+
+    Returns
+    -------
+    bool
+        True when the run finished before the window was closed, False when the user closed
+        the window first (the acquisition was stopped through ``on_close``).
+
+    Raises
+    ------
+    MLSimError
+        A bad screenshot path (checked before the loop starts) or a failed save.
+    """
+    app = ensure_app()
+    shot = check_screenshot_path(screenshot, overwrite) if screenshot is not None else None
+    if window.is_closed:
+        return window.finished
+
+    state: dict[str, object] = {"finished": False, "error": None}
+    loop = QtCore.QEventLoop()
+    started = time.monotonic()
+
+    def finish() -> None:
+        if state["finished"] or window.is_closed:
+            return
+        state["finished"] = True
+        try:
+            window.refresh()
+            window.update_status()
+            app.processEvents()
+            if shot is not None:
+                window.save_snapshot(shot, overwrite=overwrite)
+        except Exception as exc:  # keep the loop alive; re-raised after it ends
+            state["error"] = exc
+        if shot is not None or close_when_done or state["error"] is not None:
+            window.close()
+
+    def poll() -> None:
+        if state["finished"]:
+            return
+        timed_out = timeout_s is not None and time.monotonic() - started >= timeout_s
+        try:
+            ready = timed_out or (done is not None and bool(done()))
+        except Exception as exc:
+            state["error"] = exc
+            ready = True
+        if timed_out:
+            log.info("viewer: time limit of %.1f s reached", timeout_s)
+        if ready:
+            finish()
+
+    timer = QtCore.QTimer()
+    timer.setInterval(max(10, int(poll_ms)))
+    timer.timeout.connect(poll)
+    window.closed.connect(loop.quit)
+    sink = window.sink
+    if sink is not None:
+        sink.finished.connect(finish, QtCore.Qt.ConnectionType.QueuedConnection)
+        if sink.closed:
+            QtCore.QTimer.singleShot(0, finish)
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(
+            signal.SIGINT, lambda *_: QtCore.QTimer.singleShot(0, window.close)
+        )
+    timer.start()
+    try:
+        if not window.is_closed:
+            loop.exec_()
+    finally:
+        timer.stop()
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+        window.closed.disconnect(loop.quit)
+        if sink is not None:
+            sink.finished.disconnect(finish)
+    error = state["error"]
+    if isinstance(error, BaseException):
+        raise error
+    if shot is not None and state["finished"]:
+        log.info("screenshot saved to %s", shot)
+    return bool(state["finished"])

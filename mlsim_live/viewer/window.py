@@ -1,0 +1,674 @@
+"""`SIMViewer`: widefield (or one raw frame) and super-resolution side by side, updated live."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.live.results import GroupResult
+from mlsim_live.viewer.imaging import (
+    IMAGE_PERCENTILES,
+    SPECTRUM_PERCENTILES,
+    auto_levels,
+    format_length_um,
+    log_power_spectrum,
+    scale_bar_um,
+)
+from mlsim_live.viewer.sink import ViewerSink
+from mlsim_live.viewer.status import status_text
+
+log = logging.getLogger(__name__)
+
+StatsFn = Callable[[], Mapping[str, Any]]
+
+IMAGE = "image"
+SPECTRUM = "spectrum"
+PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPG", ".jpeg": "JPG", ".bmp": "BMP"}
+TIFF_SUFFIXES = (".tif", ".tiff")
+N_RAW = 9
+
+_BADGE_STYLE = (
+    "QLabel {{ background: {bg}; color: white; font-weight: bold; "
+    "padding: 3px 10px; border-radius: 4px; }}"
+)
+
+
+def _centred_rect(shape: tuple[int, ...]) -> QtCore.QRectF:
+    """Rectangle of an fftshift-ed spectrum, one unit per pixel, zero frequency at (0, 0)."""
+    h, w = shape[-2:]
+    return QtCore.QRectF(-(w // 2) - 0.5, -(h // 2) - 0.5, w, h)
+
+
+class _ElidedLabel(QtWidgets.QLabel):
+    """A one-line label that shows ``…`` instead of overflowing; the full text is its tooltip.
+
+    It never asks for more width than it gets, so a long title or status line cannot widen a
+    panel or push the window wider.
+    """
+
+    def __init__(self, text: str = "", elide: QtCore.Qt.TextElideMode | None = None) -> None:
+        super().__init__()
+        self._full_text = ""
+        self._elide = QtCore.Qt.TextElideMode.ElideRight if elide is None else elide
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # Qt override
+        """Set the full text; show as much of it as fits."""
+        self._full_text = text
+        self.setToolTip(text)
+        self._update_elided()
+
+    def text(self) -> str:  # Qt override
+        """The full text, as set."""
+        return self._full_text
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # Qt override
+        """Re-elide for the new width."""
+        super().resizeEvent(event)
+        self._update_elided()
+
+    def _update_elided(self) -> None:
+        margins = self.contentsMargins()
+        width = self.width() - margins.left() - margins.right() - 2 * self.margin() - 8
+        shown = self.fontMetrics().elidedText(self._full_text, self._elide, max(width, 0))
+        super().setText(shown)
+
+
+class _Panel:
+    """One image view with its title, histogram/LUT, scale bar and levels per display kind.
+
+    Levels are automatic for each new frame until the user moves them in the histogram (or
+    `set_levels` is called); then they are kept across frames until `reset_levels`. Images and
+    spectra keep separate levels.
+    """
+
+    def __init__(self, title: str) -> None:
+        self.widget = QtWidgets.QWidget()
+        box = QtWidgets.QVBoxLayout(self.widget)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(0)
+        self.title = _ElidedLabel(title)  # a long title must not widen its panel
+        self.title.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.title.setStyleSheet("QLabel { background: black; color: #d0d0d0; padding: 4px; }")
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.view = self.graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.view.addItem(self.image)
+        self.hist = pg.HistogramLUTItem()
+        self.hist.setImageItem(self.image)
+        self.graphics.addItem(self.hist, row=0, col=1)
+        box.addWidget(self.title)
+        box.addWidget(self.graphics, 1)
+        self.manual_levels: dict[str, tuple[float, float]] = {}
+        self.kind = IMAGE
+        self._updating = False
+        self.hist.sigLevelsChanged.connect(self._on_levels_changed)
+        self.scale_bar = pg.ScaleBar(size=1.0, width=6, brush="w", pen=pg.mkPen("k"))
+        self.scale_bar.setParentItem(self.view)
+        self.scale_bar.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-24, -16))
+        self.scale_bar.text.setColor("w")
+        self.scale_bar.text.fill = pg.mkBrush(0, 0, 0, 140)  # readable over bright pixels
+        self.scale_bar.setVisible(False)
+
+    # -- levels ------------------------------------------------------------------------------
+    def _on_levels_changed(self) -> None:
+        if self._updating or self.image.image is None:
+            return
+        low, high = self.hist.getLevels()
+        self.manual_levels[self.kind] = (float(low), float(high))
+
+    def levels(self) -> tuple[float, float]:
+        """Current display levels (low, high)."""
+        low, high = self.hist.getLevels()
+        return float(low), float(high)
+
+    def set_levels(self, low: float, high: float) -> None:
+        """Fix the levels for the current kind, as if the user had moved them."""
+        if not high > low:
+            raise MLSimError(f"levels ({low}, {high}) are not increasing; expected low < high")
+        self.manual_levels[self.kind] = (float(low), float(high))
+        self._apply_levels((float(low), float(high)))
+
+    def reset_levels(self) -> None:
+        """Return to automatic levels for the current kind and apply them now."""
+        self.manual_levels.pop(self.kind, None)
+        if self.image.image is not None:
+            self._apply_levels(self._auto_levels(self.image.image))
+
+    def _auto_levels(self, data: np.ndarray) -> tuple[float, float]:
+        percentiles = SPECTRUM_PERCENTILES if self.kind == SPECTRUM else IMAGE_PERCENTILES
+        return auto_levels(data, percentiles)
+
+    def _apply_levels(self, levels: tuple[float, float]) -> None:
+        self._updating = True
+        try:
+            self.image.setLevels(levels)
+            self.hist.setLevels(*levels)
+        finally:
+            self._updating = False
+
+    # -- content -----------------------------------------------------------------------------
+    def show(self, data: np.ndarray, rect: QtCore.QRectF, kind: str) -> None:
+        """Display ``data`` over ``rect`` (view coordinates) with the levels of ``kind``."""
+        self.kind = kind
+        levels = self.manual_levels.get(kind) or self._auto_levels(data)
+        self._updating = True
+        try:
+            self.image.setImage(data, autoLevels=False, levels=levels)
+            self.image.setRect(rect)
+            self.hist.setLevels(*levels)
+        finally:
+            self._updating = False
+
+    def set_scale_bar(self, pixel_size_um: float | None, width_px: int, visible: bool) -> None:
+        """Show a scale bar for a view in raw-pixel coordinates, or hide it."""
+        if not visible or pixel_size_um is None or not pixel_size_um > 0:
+            self.scale_bar.setVisible(False)
+            return
+        length_um = scale_bar_um(width_px * pixel_size_um)
+        self.scale_bar.size = length_um / pixel_size_um
+        self.scale_bar.text.setText(format_length_um(length_um))
+        self.scale_bar.updateBar()
+        self.scale_bar.setVisible(True)
+
+    def image_rect(self) -> QtCore.QRectF:
+        """Where the image lies, in view coordinates."""
+        return self.image.mapRectToView(self.image.boundingRect())
+
+
+class SIMViewer(QtWidgets.QMainWindow):
+    """Live SIM viewer: widefield or a raw frame on the left, super-resolution on the right.
+
+    Both views share pan and zoom; the SR image, on its finer grid, covers the same field of
+    view as the widefield (view coordinates are raw camera pixels). Create it in the GUI
+    thread; feed it through a `ViewerSink` (see `attach_sink`) or call `show_result`.
+
+    Parameters
+    ----------
+    sink : ViewerSink, optional
+        Where the reconstruction worker delivers results.
+    stats_fn : callable, optional
+        Returns the pipeline statistics for the status bar (keys of ``*_summary.json``);
+        called in the GUI thread twice a second.
+    on_close : callable, optional
+        Called once, in the GUI thread, when the window closes (by the user, by
+        `run_viewer` at the end of a run, or Ctrl+C): stop the acquisition there. It must
+        return quickly and may be called after the acquisition has already finished.
+    simulated : bool
+        Show the 'SIMULATED' badge from the start (demo mode); it also appears for any result
+        with ``simulated=True``.
+    title : str
+        Window title.
+    status_interval_ms : int
+        Refresh period of the status bar.
+
+    Signals
+    -------
+    closed()
+        The window was closed.
+    """
+
+    closed = QtCore.Signal()
+
+    def __init__(
+        self,
+        sink: ViewerSink | None = None,
+        *,
+        stats_fn: StatsFn | None = None,
+        on_close: Callable[[], None] | None = None,
+        simulated: bool = False,
+        title: str = "mlsim-live",
+        status_interval_ms: int = 500,
+        parent: QtWidgets.QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.stats_fn = stats_fn
+        self.on_close = on_close
+        self.n_displayed = 0
+        self._sink: ViewerSink | None = None
+        self._result: GroupResult | None = None
+        self._raw_index: int | None = None
+        self._spectrum = False
+        self._simulated = bool(simulated)
+        self._finished = False
+        self._is_closed = False
+        self._geometry_key: tuple[Any, ...] | None = None
+        self._stats_failed = False
+        self._display_failed = False
+        self._build_ui()
+        if sink is not None:
+            self.attach_sink(sink)
+        self._status_timer = QtCore.QTimer(self)
+        self._status_timer.setInterval(int(status_interval_ms))
+        self._status_timer.timeout.connect(lambda: self._guarded(self.update_status))
+        self._status_timer.start()
+        self._update_badges()
+        self.update_status()
+
+    # -- construction ------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        toolbar = QtWidgets.QToolBar("View", self)
+        toolbar.setMovable(False)
+        self.addToolBar(toolbar)
+
+        toolbar.addWidget(QtWidgets.QLabel(" Left: "))
+        self.source_box = QtWidgets.QComboBox()
+        self.source_box.addItem("Widefield (mean of 9)")
+        for k in range(N_RAW):
+            self.source_box.addItem(f"Raw {k}  (angle {k // 3}, phase {k % 3})")
+        self.source_box.setToolTip("Widefield, or one raw frame of the group (keys W, 1-9)")
+        self.source_box.currentIndexChanged.connect(
+            lambda row: self._guarded(self._on_source_box, row)
+        )
+        toolbar.addWidget(self.source_box)
+        toolbar.addSeparator()
+
+        self.spectrum_box = QtWidgets.QCheckBox("Power spectrum (log)")
+        self.spectrum_box.setToolTip(
+            "Log power spectra: pattern peaks in raw frames, the SIM 'flower' in the SR (key F)"
+        )
+        self.spectrum_box.toggled.connect(lambda on: self._guarded(self.set_spectrum, on))
+        toolbar.addWidget(self.spectrum_box)
+        toolbar.addSeparator()
+
+        auto = QtWidgets.QPushButton("Auto levels")
+        auto.setToolTip("Let both histograms follow each frame again (A)")
+        auto.clicked.connect(lambda: self._guarded(self.reset_levels))
+        toolbar.addWidget(auto)
+        save = QtWidgets.QPushButton("Save snapshot…")
+        save.setToolTip("PNG picture of the window, or TIFF of widefield, SR and raw frames")
+        save.clicked.connect(lambda: self._guarded(self._on_save_clicked))
+        toolbar.addWidget(save)
+
+        # Header above the images (not in the tool bar, whose overflow menu could hide a badge).
+        header = QtWidgets.QWidget()
+        header.setStyleSheet("QWidget { background: black; color: #d0d0d0; }")
+        header_row = QtWidgets.QHBoxLayout(header)
+        header_row.setContentsMargins(6, 3, 6, 3)
+        self.info_label = _ElidedLabel("waiting for the first SIM group…")
+        header_row.addWidget(self.info_label, 1)
+        self.ood_badge = QtWidgets.QLabel("OUTSIDE TRAINED RANGE")
+        self.ood_badge.setStyleSheet(_BADGE_STYLE.format(bg="#c77700"))
+        self.ood_badge.setToolTip("This group falls outside the ranges the model was trained on")
+        header_row.addWidget(self.ood_badge)
+        self.simulated_badge = QtWidgets.QLabel("SIMULATED")
+        self.simulated_badge.setStyleSheet(_BADGE_STYLE.format(bg="#c62828"))
+        self.simulated_badge.setToolTip("Raw frames come from simulated SIM optics (demo mode)")
+        header_row.addWidget(self.simulated_badge)
+
+        self.left_panel = _Panel("Widefield")
+        self.sr_panel = _Panel("Super-resolution")
+        self.sr_panel.view.setXLink(self.left_panel.view)
+        self.sr_panel.view.setYLink(self.left_panel.view)
+        central = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(header)
+        row = QtWidgets.QHBoxLayout()
+        row.setSpacing(2)
+        row.addWidget(self.left_panel.widget, 1)
+        row.addWidget(self.sr_panel.widget, 1)
+        column.addLayout(row, 1)
+        self.setCentralWidget(central)
+
+        self.stats_label = _ElidedLabel(elide=QtCore.Qt.TextElideMode.ElideMiddle)
+        self.statusBar().addWidget(self.stats_label, 1)
+
+        shortcuts: dict[str, Callable[[], None]] = {
+            "F": lambda: self.set_spectrum(not self._spectrum),
+            "A": self.reset_levels,
+            "W": lambda: self.set_raw_frame(None),
+        }
+        for k in range(N_RAW):
+            shortcuts[str(k + 1)] = lambda k=k: self.set_raw_frame(k)
+        for key, slot in shortcuts.items():
+            QtWidgets.QShortcut(
+                QtGui.QKeySequence(key), self, activated=lambda f=slot: self._guarded(f)
+            )
+
+    def _guarded(self, slot: Callable[..., Any], *args: Any) -> None:
+        """Run a Qt slot; log its exception instead of letting it abort the process.
+
+        PyQt5 ends the application on an exception that escapes a slot, which would also end
+        the acquisition running beside the viewer.
+        """
+        try:
+            slot(*args)
+        except Exception:
+            log.exception("viewer: %s failed", getattr(slot, "__name__", slot))
+
+    # -- feeding -----------------------------------------------------------------------------
+    @property
+    def sink(self) -> ViewerSink | None:
+        """The attached sink, if any."""
+        return self._sink
+
+    def attach_sink(self, sink: ViewerSink) -> None:
+        """Receive results from ``sink`` through queued (cross-thread safe) connections."""
+        self._sink = sink
+        queued = QtCore.Qt.ConnectionType.QueuedConnection
+        sink.result_ready.connect(self._on_result_ready, queued)
+        sink.finished.connect(self._on_sink_finished, queued)
+
+    def refresh(self) -> bool:
+        """Display the newest result waiting in the sink, if any; return True if one was shown."""
+        if self._sink is None:
+            return False
+        result = self._sink.take()
+        if result is None:
+            return False
+        self.show_result(result)
+        return True
+
+    def show_result(self, result: GroupResult) -> None:
+        """Display ``result`` (GUI thread only)."""
+        self._result = result
+        self._redraw()
+        self.n_displayed += 1
+
+    @property
+    def current_result(self) -> GroupResult | None:
+        """The result on display."""
+        return self._result
+
+    @property
+    def finished(self) -> bool:
+        """True once the sink reported the end of the pipeline."""
+        return self._finished
+
+    def _on_result_ready(self) -> None:
+        if self._is_closed:
+            if self._sink is not None:
+                self._sink.take()
+            return
+        try:
+            self.refresh()
+        except Exception:  # an odd result must not take the GUI (and the acquisition) down
+            if not self._display_failed:
+                log.exception("the viewer could not display a result")
+                self._display_failed = True
+
+    def _on_sink_finished(self) -> None:
+        self._finished = True
+        if not self._is_closed:
+            self._on_result_ready()
+            self.update_status()
+
+    # -- view options ------------------------------------------------------------------------
+    @property
+    def raw_frame(self) -> int | None:
+        """Raw frame shown on the left (0-8), or None for the widefield."""
+        return self._raw_index
+
+    def set_raw_frame(self, index: int | None) -> None:
+        """Show raw frame ``index`` (0-8, angle-major) of the current group, or None: widefield."""
+        if index is not None and not 0 <= int(index) < N_RAW:
+            raise MLSimError(f"raw frame {index} does not exist; expected 0 to {N_RAW - 1}")
+        self._raw_index = None if index is None else int(index)
+        self.source_box.blockSignals(True)
+        self.source_box.setCurrentIndex(0 if index is None else int(index) + 1)
+        self.source_box.blockSignals(False)
+        self._redraw()
+
+    def _on_source_box(self, row: int) -> None:
+        self.set_raw_frame(None if row <= 0 else row - 1)
+
+    @property
+    def spectrum(self) -> bool:
+        """True while log power spectra are shown."""
+        return self._spectrum
+
+    def set_spectrum(self, on: bool) -> None:
+        """Show log power spectra (True) or images (False)."""
+        self._spectrum = bool(on)
+        self.spectrum_box.blockSignals(True)
+        self.spectrum_box.setChecked(self._spectrum)
+        self.spectrum_box.blockSignals(False)
+        self._redraw()
+
+    def reset_levels(self) -> None:
+        """Return both panels to automatic levels."""
+        for panel in (self.left_panel, self.sr_panel):
+            panel.reset_levels()
+
+    def set_levels(self, panel: str, low: float, high: float) -> None:
+        """Fix the levels of ``panel`` (``"left"`` or ``"sr"``) until `reset_levels`."""
+        self._panel(panel).set_levels(low, high)
+
+    def levels(self, panel: str) -> tuple[float, float]:
+        """Current levels of ``panel`` (``"left"`` or ``"sr"``)."""
+        return self._panel(panel).levels()
+
+    def displayed_image(self, panel: str) -> np.ndarray | None:
+        """The array shown in ``panel`` (``"left"`` or ``"sr"``): image or log power spectrum."""
+        return self._panel(panel).image.image
+
+    def _panel(self, name: str) -> _Panel:
+        if name == "left":
+            return self.left_panel
+        if name == "sr":
+            return self.sr_panel
+        raise MLSimError(f"unknown panel {name!r}; expected 'left' or 'sr'")
+
+    # -- drawing -----------------------------------------------------------------------------
+    def _left_image(self, result: GroupResult) -> tuple[np.ndarray, str]:
+        index = self._raw_index
+        if index is not None:
+            raw = result.raw
+            if raw is not None and np.ndim(raw) == 3 and index < np.shape(raw)[0]:
+                title = f"Raw frame {index} (angle {index // 3}, phase {index % 3})"
+                return np.asarray(raw[index]), title
+            log.warning("result %d has no raw frame %d; showing the widefield", result.index, index)
+        has_raw = result.raw is not None and np.ndim(result.raw) == 3
+        n = np.shape(result.raw)[0] if has_raw else N_RAW
+        return np.asarray(result.widefield), f"Widefield (mean of {n} frames)"
+
+    def _redraw(self) -> None:
+        result = self._result
+        self._update_badges()
+        if result is None:
+            return
+        left, left_title = self._left_image(result)
+        sr = np.asarray(result.sr)
+        h, w = np.shape(result.widefield)[-2:]
+        scale = sr.shape[-1] / w if w else 1.0
+        sr_title = f"Super-resolution ({scale:g}x) · {result.reconstructor}"
+        if self._spectrum:
+            kind = SPECTRUM
+            left_data, sr_data = log_power_spectrum(left), log_power_spectrum(sr)
+            # Same frequency step on both grids: the SR spectrum reaches 'scale' times farther.
+            left_rect, sr_rect = _centred_rect(left.shape), _centred_rect(sr.shape)
+            left_title += " · log power spectrum"
+            sr_title += " · log power spectrum"
+        else:
+            kind = IMAGE
+            left_data, sr_data = left, sr
+            left_rect = sr_rect = QtCore.QRectF(0.0, 0.0, float(w), float(h))
+        self.left_panel.show(left_data, left_rect, kind)
+        self.sr_panel.show(sr_data, sr_rect, kind)
+        self.left_panel.title.setText(left_title)
+        self.sr_panel.title.setText(sr_title)
+        show_bar = not self._spectrum
+        for panel in (self.left_panel, self.sr_panel):
+            panel.set_scale_bar(result.pixel_size_um, w, show_bar)
+
+        geometry = (self._spectrum, left.shape, sr.shape)
+        if geometry != self._geometry_key:  # new mode or image size: fit the view once
+            self._geometry_key = geometry
+            bounds = left_rect.united(sr_rect)
+            self.left_panel.view.setRange(rect=bounds, padding=0.02)
+
+        key = ", ".join(f"{k} {v}" for k, v in result.key.items())
+        where = f" ({key})" if key else ""
+        self.info_label.setText(
+            f"group #{result.index}{where} · latency {result.latency_ms:.0f} ms  "
+        )
+
+    def _update_badges(self) -> None:
+        result = self._result
+        self.simulated_badge.setVisible(self._simulated or bool(result and result.simulated))
+        self.ood_badge.setVisible(bool(result and result.ood))
+
+    @property
+    def simulated_badge_shown(self) -> bool:
+        """True while the 'SIMULATED' badge is on."""
+        return not self.simulated_badge.isHidden()
+
+    @property
+    def ood_badge_shown(self) -> bool:
+        """True while the 'OUTSIDE TRAINED RANGE' badge is on."""
+        return not self.ood_badge.isHidden()
+
+    # -- status ------------------------------------------------------------------------------
+    def update_status(self) -> None:
+        """Refresh the status bar from ``stats_fn`` and the newest result."""
+        stats: Mapping[str, Any] | None = None
+        if self.stats_fn is not None:
+            try:
+                stats = dict(self.stats_fn())
+            except Exception:
+                if not self._stats_failed:
+                    log.warning("the viewer's stats_fn failed; status shows less", exc_info=True)
+                    self._stats_failed = True
+        result = self._result
+        text = status_text(
+            stats,
+            sr_fps=self._sink.sr_fps() if self._sink is not None else None,
+            provider=result.provider if result else None,
+            model=result.reconstructor if result else None,
+            latency_ms=result.latency_ms if result else None,
+        )
+        if self._finished:
+            text += " · acquisition finished"
+        self.stats_label.setText(text)
+
+    def status_text(self) -> str:
+        """The status-bar text as shown."""
+        return self.stats_label.text()
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def save_snapshot(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Save a picture of the window (.png/.jpg/.bmp) or the current images (.tif/.tiff).
+
+        The TIFF holds three series, float32 widefield (H, W), float32 SR (sH, sW) and the raw
+        group (9, H, W) as acquired, each with JSON metadata (group index and axes,
+        reconstructor, provider, simulated, pixel size) and the pixel size as resolution.
+        The file is written to a temporary name and moved into place.
+
+        Raises
+        ------
+        MLSimError
+            Unknown suffix, missing folder, existing file without ``overwrite``, or a TIFF
+            requested before any result arrived.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in PICTURE_SUFFIXES and suffix not in TIFF_SUFFIXES:
+            raise MLSimError(
+                f"snapshot {path.name!r} has suffix {suffix!r}; "
+                "expected .png, .jpg, .bmp (window picture) or .tif, .tiff (images)"
+            )
+        if not path.parent.is_dir():
+            raise MLSimError(f"folder {path.parent} does not exist; expected an existing folder")
+        if path.exists() and not overwrite:
+            raise MLSimError(f"{path} exists; expected a new file name, or overwrite to replace it")
+        if suffix in TIFF_SUFFIXES and self._result is None:
+            raise MLSimError("no images to save yet; expected at least one reconstruction")
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            if suffix in TIFF_SUFFIXES:
+                self._write_tiff(tmp)
+            elif not self.grab().save(str(tmp), PICTURE_SUFFIXES[suffix]):
+                raise MLSimError(f"could not write the picture {path}; expected a writable file")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.info("saved viewer snapshot %s", path)
+        return path
+
+    def _write_tiff(self, path: Path) -> None:
+        import tifffile
+
+        result = self._result
+        assert result is not None
+        widefield = np.asarray(result.widefield, dtype=np.float32)
+        sr = np.asarray(result.sr, dtype=np.float32)
+        scale = sr.shape[-1] / widefield.shape[-1]
+        common = {
+            "index": int(result.index),
+            "key": {
+                str(k): v if isinstance(v, (bool, int, float, str)) else str(v)
+                for k, v in result.key.items()
+            },
+            "reconstructor": result.reconstructor,
+            "provider": result.provider,
+            "simulated": bool(result.simulated),
+            "latency_ms": float(result.latency_ms),
+        }
+        px = result.pixel_size_um
+        series: list[tuple[str, np.ndarray, float | None]] = [
+            ("widefield", widefield, px),
+            ("sr", sr, px / scale if px else None),
+        ]
+        if result.raw is not None:
+            series.append(("raw", np.asarray(result.raw), px))
+        with tifffile.TiffWriter(path) as tif:
+            for name, data, pixel_um in series:
+                extra: dict[str, Any] = {}
+                if pixel_um:  # pixels per centimetre
+                    extra = {"resolution": (1e4 / pixel_um,) * 2, "resolutionunit": "CENTIMETER"}
+                metadata = {"name": name, "pixel_size_um": pixel_um, **common}
+                tif.write(data, metadata=metadata, **extra)
+
+    def _on_save_clicked(self) -> None:
+        index = self._result.index if self._result is not None else 0
+        filters = "PNG picture of the window (*.png);;TIFF: widefield, SR and raw (*.tif)"
+        name, chosen = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Save snapshot", f"mlsim_snapshot_{index:04d}.png", filters
+        )
+        if not name:
+            return
+        if not Path(name).suffix:
+            name += ".tif" if "tif" in chosen else ".png"
+        try:
+            self.save_snapshot(name, overwrite=True)  # the dialog asked before replacing
+        except (MLSimError, OSError) as exc:
+            QtWidgets.QMessageBox.warning(self, "Snapshot not saved", str(exc))
+        else:
+            self.statusBar().showMessage(f"saved {name}", 5000)
+
+    # -- closing -----------------------------------------------------------------------------
+    @property
+    def is_closed(self) -> bool:
+        """True once the window has been closed."""
+        return self._is_closed
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # Qt override
+        """Stop the status timer, call ``on_close`` once and emit ``closed``."""
+        self._status_timer.stop()
+        if not self._is_closed:
+            self._is_closed = True
+            if self.on_close is not None:
+                try:
+                    self.on_close()
+                except Exception:
+                    log.exception("the viewer's on_close callback failed")
+            self.closed.emit()
+        super().closeEvent(event)

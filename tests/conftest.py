@@ -1,0 +1,65 @@
+"""Shared fixtures: fake reconstructors and a headless Micro-Manager core with the demo config."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+
+class FakeReconstructor:
+    """2x nearest-neighbour upsampling of the group mean; optionally slow, gated or failing.
+
+    ``gate``: every reconstruction waits until the event is set. ``fail``: a predicate on the
+    call number (0, 1, ...) that makes that call raise. ``started``: set when a call begins.
+    """
+
+    name = "fake"
+    provider = "numpy"
+    scale = 2
+
+    def __init__(
+        self,
+        delay_s: float = 0.0,
+        gate: threading.Event | None = None,
+        fail: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.delay_s = delay_s
+        self.gate = gate
+        self.fail = fail
+        self.started = threading.Event()
+        self.calls = 0
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        call = self.calls
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail is not None and self.fail(call):
+            raise RuntimeError(f"deliberate failure on call {call}")
+        mean = group.mean(axis=0, dtype=np.float32)
+        return np.repeat(np.repeat(mean, 2, axis=0), 2, axis=1)
+
+
+@pytest.fixture
+def fake_reconstructor() -> type[FakeReconstructor]:
+    """The FakeReconstructor class, to build fast, slow, gated or failing fakes."""
+    return FakeReconstructor
+
+
+@pytest.fixture(scope="session")
+def mm_core():
+    """A headless Micro-Manager core (pymmcore + mm-test-adapters) with the demo SIM config.
+
+    Started once per test session through Pycro-Manager's Python backend (the backend allows
+    one core per process); tests set the camera up as they need.
+    """
+    from mlsim_live.live.demo import start_demo_core
+
+    return start_demo_core()

@@ -1,0 +1,507 @@
+"""Reading raw SIM stacks in every layout, rejecting bad files, and atomic TIFF/JSON writing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.io import (
+    iter_groups,
+    read_raw_stack,
+    read_tiff_metadata,
+    write_json_atomic,
+    write_tiff_atomic,
+    write_tiff_stack_atomic,
+)
+from mlsim_live.sim import Camera, Optics, Pattern, Signal, SIMParams, simulate_group
+
+SIZE = 64
+
+
+def sim_groups(n_groups: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    """``(T, 9, size, size)`` uint16 simulated raw groups, angle-major."""
+    params = SIMParams(
+        optics=Optics(na=1.4, wavelength_nm=525, pixel_size_um=0.08),
+        pattern=Pattern(frequency_fraction=0.85, angle_offset_deg=10.0, modulation=0.8),
+        signal=Signal(peak_photons=500, background_photons=20),
+        camera=Camera(kind="scmos", offset_adu=100),
+    )
+    return np.stack(
+        [
+            simulate_group(params, sample="beads", size=size, seed=seed + t).raw
+            for t in range(n_groups)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def groups() -> np.ndarray:
+    return sim_groups(3)
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def read_all(path: Path, **kwargs) -> tuple[np.ndarray, object]:
+    with read_raw_stack(path, **kwargs) as stack:
+        return np.asarray(stack.groups), stack
+
+
+# ------------------------------------------------------------------------------------- layouts
+
+
+def test_plain_angle_major(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), metadata=None)
+    data, stack = read_all(path)
+    assert stack.groups.shape == groups.shape
+    assert stack.layout == "plain" and stack.order == "angle-major"
+    assert stack.dtype == np.uint16
+    np.testing.assert_array_equal(data, groups)
+
+
+def test_plain_phase_major(tmp_path: Path, groups: np.ndarray) -> None:
+    # file order p0a0 p0a1 p0a2 p1a0 ...
+    phase_major = groups.reshape(3, 3, 3, SIZE, SIZE).transpose(0, 2, 1, 3, 4)
+    path = tmp_path / "pm.tif"
+    tifffile.imwrite(path, phase_major.reshape(-1, SIZE, SIZE), metadata=None)
+    data, _ = read_all(path, order="phase-major")
+    np.testing.assert_array_equal(data, groups)
+    wrong, _ = read_all(path)  # the default order reads the frames as they are
+    assert not np.array_equal(wrong, groups)
+
+
+def test_imagej_frames_only(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "ij_t.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), imagej=True, metadata={"axes": "TYX"})
+    data, stack = read_all(path)
+    assert stack.format == "imagej"
+    np.testing.assert_array_equal(data, groups)
+
+
+def test_imagej_hyperstack_channel_and_z_stand_for_angle_and_phase(
+    tmp_path: Path, groups: np.ndarray
+) -> None:
+    # TZCYX with Z = phase and C = angle
+    hyper = groups.reshape(3, 3, 3, SIZE, SIZE).transpose(0, 2, 1, 3, 4)
+    path = tmp_path / "ij_tzc.tif"
+    tifffile.imwrite(path, hyper, imagej=True, metadata={"axes": "TZCYX"})
+    data, stack = read_all(path, angle_axis="C", phase_axis="z")
+    assert stack.layout == "axes" and stack.format == "imagej"
+    np.testing.assert_array_equal(data, groups)
+    with pytest.raises(MLSimError, match=r"ij_tzc.tif: found 5D data .* angle"):
+        read_raw_stack(path)
+
+
+def test_ome_with_named_angle_and_phase_axes(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "named.ome.tif"
+    tifffile.imwrite(
+        path,
+        groups.reshape(3, 3, 3, SIZE, SIZE),
+        metadata={"axes": "TAPYX", "PhysicalSizeX": 0.065, "PhysicalSizeY": 0.065},
+    )
+    data, stack = read_all(path)
+    assert stack.format == "ome" and stack.layout == "axes"
+    assert stack.pixel_size_um == pytest.approx(0.065)
+    np.testing.assert_array_equal(data, groups)
+
+
+def test_ome_phase_first_axes(tmp_path: Path, groups: np.ndarray) -> None:
+    # T, C standing for phase, A for angle: axes by option, in any order
+    data5 = groups.reshape(3, 3, 3, SIZE, SIZE).transpose(0, 2, 1, 3, 4)  # T, P, A
+    path = tmp_path / "tca.ome.tif"
+    tifffile.imwrite(path, data5, metadata={"axes": "TCAYX"})
+    data, _ = read_all(path, angle_axis="A", phase_axis="C")
+    np.testing.assert_array_equal(data, groups)
+
+
+def test_ome_channel_and_z_with_two_other_axes_flattened(tmp_path: Path) -> None:
+    g = sim_groups(4)  # 2 time points x 2 other groups, each 3 angles (C) x 3 phases (Z)
+    hyper = g.reshape(2, 2, 3, 3, SIZE, SIZE).transpose(0, 1, 3, 2, 4, 5)  # T, ?, Z=p, C=a
+    hyper = hyper.reshape(2 * 2, 3, 3, SIZE, SIZE)
+    path = tmp_path / "tzc.ome.tif"
+    tifffile.imwrite(path, hyper, metadata={"axes": "TZCYX"})
+    data, stack = read_all(path, angle_axis="C", phase_axis="Z")
+    assert stack.n_groups == 4
+    np.testing.assert_array_equal(data, g)
+
+
+def test_compressed_pages_are_read_page_by_page(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "zlib.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), compression="zlib", metadata=None)
+    data, _ = read_all(path)
+    np.testing.assert_array_equal(data, groups)
+
+
+def test_big_endian(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "be.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), byteorder=">", metadata=None)
+    data, stack = read_all(path)
+    assert stack.dtype == np.dtype("uint16")
+    np.testing.assert_array_equal(data, groups)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64"])
+def test_any_numeric_dtype(tmp_path: Path, groups: np.ndarray, dtype: str) -> None:
+    raw = (groups[:1] // 4).astype(dtype)
+    path = tmp_path / f"{dtype}.tif"
+    tifffile.imwrite(path, raw.reshape(-1, SIZE, SIZE), metadata=None)
+    with read_raw_stack(path) as stack:
+        assert stack.dtype == np.dtype(dtype)
+        group = stack.group(0)
+    assert group.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(group, raw[0])
+
+
+def test_non_square_frames(tmp_path: Path, groups: np.ndarray) -> None:
+    raw = groups[:2, :, :48, :]
+    path = tmp_path / "rect.tif"
+    tifffile.imwrite(path, raw.reshape(-1, 48, SIZE), metadata=None)
+    data, stack = read_all(path)
+    assert stack.frame_shape == (48, SIZE)
+    np.testing.assert_array_equal(data, raw)
+
+
+def test_iter_groups_streams_one_group_at_a_time(tmp_path: Path) -> None:
+    n_groups = 60
+    raw = np.random.default_rng(0).integers(100, 4000, (n_groups * 9, SIZE, SIZE), np.uint16)
+    path = tmp_path / "long.tif"
+    tifffile.imwrite(path, raw, metadata=None)  # 4.4 MB
+    group_bytes = 9 * SIZE * SIZE * 2
+    with read_raw_stack(path) as stack:
+        tracemalloc.start()
+        seen = []
+        for t, group in iter_groups(stack):
+            np.testing.assert_array_equal(group, raw[9 * t : 9 * t + 9])
+            seen.append(t)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert seen == list(range(n_groups))
+    assert peak < 6 * group_bytes, f"peak {peak} B while streaming {raw.nbytes} B"
+
+
+def test_group_slices(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), metadata=None)
+    with read_raw_stack(path) as stack:
+        np.testing.assert_array_equal(stack.groups[1:3], groups[1:3])
+        np.testing.assert_array_equal(stack.groups[-1], groups[-1])
+        np.testing.assert_array_equal(stack.groups[0, 4], groups[0, 4])
+        with pytest.raises(IndexError):
+            stack.groups[3]
+
+
+# ------------------------------------------------------------------------------- pixel size
+
+
+def test_pixel_size_from_imagej_written_by_us(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "cal.tif"
+    write_tiff_atomic(path, groups[0], pixel_size_um=0.0725)
+    with read_raw_stack(path) as stack:
+        assert stack.pixel_size_um == pytest.approx(0.0725, rel=1e-6)
+
+
+def test_pixel_size_from_resolution_tags_in_centimetres(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "cm.tif"
+    tifffile.imwrite(
+        path,
+        groups[0],
+        metadata=None,
+        resolution=(1e4 / 0.09, 1e4 / 0.09),
+        resolutionunit="CENTIMETER",
+    )
+    with read_raw_stack(path) as stack:
+        assert stack.pixel_size_um == pytest.approx(0.09, rel=1e-6)
+
+
+def test_no_pixel_size_without_calibration(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "inch.tif"
+    tifffile.imwrite(path, groups[0], metadata=None, resolution=(72, 72))  # 72 dpi default
+    with read_raw_stack(path) as stack:
+        assert stack.pixel_size_um is None
+
+
+def test_implausible_pixel_size_is_ignored_with_a_warning(
+    tmp_path: Path, groups: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(
+        path, groups[0], imagej=True, metadata={"unit": "um"}, resolution=(1 / 50, 1 / 50)
+    )
+    with caplog.at_level(logging.WARNING), read_raw_stack(path) as stack:
+        assert stack.pixel_size_um is None
+    assert "ignoring metadata pixel size 50" in caplog.text
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+
+def _assert_one_line(exc: pytest.ExceptionInfo, path: Path, *fragments: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_frame_count_not_a_multiple_of_nine(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "ten.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE)[:10], metadata=None)
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, "found 10 frames", "multiple of 9")
+
+
+def test_single_2d_image(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "one.tif"
+    tifffile.imwrite(path, groups[0, 0], metadata=None)
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, "single 2D image of 64x64", "9*T frames")
+
+
+@pytest.mark.parametrize("shape", [(3, 9), (3, 3, 3)])
+def test_nd_data_without_axes(tmp_path: Path, groups: np.ndarray, shape: tuple) -> None:
+    path = tmp_path / "nd.tif"
+    # tifffile's shaped series: axes Q, Q(, Q), Y, X
+    tifffile.imwrite(path, groups.reshape(*shape, SIZE, SIZE), photometric="minisblack")
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, f"{len(shape) + 2}D data", "angle", "phase")
+
+
+def test_imagej_channels_and_slices_without_axis_options(
+    tmp_path: Path, groups: np.ndarray
+) -> None:
+    path = tmp_path / "zcyx.tif"
+    tifffile.imwrite(
+        path, groups[0].reshape(3, 3, SIZE, SIZE), imagej=True, metadata={"axes": "ZCYX"}
+    )
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, "4D data", "--angle-axis/--phase-axis")
+
+
+def test_axis_options_checked(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "zcyx.tif"
+    tifffile.imwrite(
+        path, groups[0].reshape(3, 3, SIZE, SIZE), imagej=True, metadata={"axes": "ZCYX"}
+    )
+    with pytest.raises(MLSimError, match="axis A is absent"):
+        read_raw_stack(path, angle_axis="A", phase_axis="Z")
+    with pytest.raises(MLSimError, match="angle axis T has 1 entries"):
+        read_raw_stack(path, angle_axis="T", phase_axis="Z")
+    with pytest.raises(MLSimError, match="both axes or neither"):
+        read_raw_stack(path, angle_axis="C")
+    with pytest.raises(MLSimError, match="both"):
+        read_raw_stack(path, angle_axis="C", phase_axis="C")
+    wrong = tmp_path / "c2.tif"
+    tifffile.imwrite(
+        wrong, groups[0, :8].reshape(2, 4, SIZE, SIZE), imagej=True, metadata={"axes": "ZCYX"}
+    )
+    with pytest.raises(MLSimError, match=r"angle axis C has 4 entries .*; expected 3"):
+        read_raw_stack(wrong, angle_axis="C", phase_axis="Z")
+
+
+def test_unknown_order(tmp_path: Path) -> None:
+    with pytest.raises(MLSimError, match="order 'random' is unknown"):
+        read_raw_stack(tmp_path / "x.tif", order="random")
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(tmp_path / "nope.tif")
+    _assert_one_line(exc, tmp_path / "nope.tif", "no such file")
+    with pytest.raises(MLSimError, match="is a folder"):
+        read_raw_stack(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "not a readable TIFF"),
+        (b"this is not a tiff at all" * 10, "not a readable TIFF"),
+        (b"II*\x00\x08\x00\x00\x00", "contains no images"),
+    ],
+    ids=["empty", "garbage", "header-only"],
+)
+def test_empty_and_corrupt_files(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "bad.tif"
+    path.write_bytes(content)
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, expected)
+
+
+@pytest.mark.parametrize("kind", ["plain", "imagej", "ome", "zlib"])
+@pytest.mark.parametrize("fraction", [0.5, 0.97])
+def test_truncated_files(tmp_path: Path, groups: np.ndarray, kind: str, fraction: float) -> None:
+    full = tmp_path / "full.tif"
+    frames = groups.reshape(-1, SIZE, SIZE)
+    kwargs = {
+        "plain": {"metadata": None},
+        "imagej": {"imagej": True},
+        "ome": {"metadata": {"axes": "TAPYX"}, "photometric": "minisblack"},
+        "zlib": {"metadata": None, "compression": "zlib"},
+    }[kind]
+    data = groups.reshape(3, 3, 3, SIZE, SIZE) if kind == "ome" else frames
+    tifffile.imwrite(full, data, **kwargs)
+    blob = full.read_bytes()
+    path = tmp_path / f"{kind}_cut.tif"
+    path.write_bytes(blob[: int(len(blob) * fraction)])
+    with pytest.raises(MLSimError) as exc:  # at open, or at the latest when the frames are read
+        with read_raw_stack(path) as stack:
+            for _ in iter_groups(stack):
+                pass
+    _assert_one_line(exc, path)
+    assert any(w in str(exc.value) for w in ("truncated", "corrupt", "cannot read")), exc.value
+
+
+def test_corrupt_compressed_data(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "zlib.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), compression="zlib", metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[13].dataoffsets[0]
+    blob = bytearray(path.read_bytes())
+    blob[offset : offset + 64] = b"\xff" * 64  # scramble the deflate stream of frame 13
+    path.write_bytes(bytes(blob))
+    with read_raw_stack(path) as stack:
+        stack.group(0)  # frames 0-8 are fine
+        with pytest.raises(MLSimError) as exc:
+            stack.group(1)
+    _assert_one_line(exc, path, "frames 9-17")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
+def test_non_numeric_dtype(tmp_path: Path, dtype: type) -> None:
+    path = tmp_path / "odd.tif"
+    tifffile.imwrite(path, np.ones((9, 16, 16), dtype=dtype), metadata=None)
+    with pytest.raises(MLSimError) as exc:
+        read_raw_stack(path)
+    _assert_one_line(exc, path, "pixel type", "expected integer or float")
+
+
+def test_rgb_frames(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.ones((9, 16, 16, 3), np.uint8), photometric="rgb")
+    with pytest.raises(MLSimError, match="3 samples per pixel"):
+        read_raw_stack(path)
+
+
+def test_constant_frames(tmp_path: Path, groups: np.ndarray) -> None:
+    raw = groups[:2].copy()
+    raw[1, 4] = 100
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, raw.reshape(-1, SIZE, SIZE), metadata=None)
+    zeros = tmp_path / "zeros.tif"
+    tifffile.imwrite(zeros, np.zeros((9, SIZE, SIZE), np.uint16), metadata=None)
+    with read_raw_stack(path) as stack:
+        stack.group(0)
+        with pytest.raises(MLSimError) as exc:
+            stack.group(1)
+    _assert_one_line(exc, path, "group 1", "frame 4 (angle 1, phase 1) is constant", "100")
+    with read_raw_stack(zeros) as stack, pytest.raises(MLSimError) as exc:
+        stack.group(0)
+    _assert_one_line(exc, zeros, "all 9 frames are constant")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf(tmp_path: Path, groups: np.ndarray, bad: float) -> None:
+    raw = groups[:1].astype(np.float32)
+    raw[0, 2, 5, 7] = bad
+    path = tmp_path / "nan.tif"
+    tifffile.imwrite(path, raw.reshape(-1, SIZE, SIZE), metadata=None)
+    with read_raw_stack(path) as stack, pytest.raises(MLSimError) as exc:
+        next(iter_groups(stack))
+    _assert_one_line(exc, path, "group 0 has 1 NaN/Inf pixels")
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def test_write_tiff_atomic_float32_with_pixel_size_and_metadata(tmp_path: Path) -> None:
+    image = np.random.default_rng(1).random((32, 48))  # float64 in, float32 out
+    path = write_tiff_atomic(tmp_path / "sr.tif", image, 0.04, {"method": "wiener", "n": 3})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej
+        data = tif.asarray()
+        assert tif.imagej_metadata["unit"] == "um"
+        xres = tif.pages.first.tags["XResolution"].value
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, image.astype(np.float32))
+    assert xres[1] / xres[0] == pytest.approx(0.04)
+    meta = read_tiff_metadata(path)
+    assert meta["pixel_size_um"] == pytest.approx(0.04)
+    assert meta["metadata"] == {"method": "wiener", "n": 3}
+    assert no_temp_files(tmp_path)
+
+
+def test_write_tiff_atomic_keeps_uint16_and_stacks(tmp_path: Path, groups: np.ndarray) -> None:
+    path = write_tiff_atomic(tmp_path / "raw.tif", groups[0])
+    back = tifffile.imread(path)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, groups[0])
+
+
+def test_write_tiff_atomic_refuses_existing_output(tmp_path: Path) -> None:
+    path = tmp_path / "sr.tif"
+    write_tiff_atomic(path, np.ones((8, 8)))
+    before = path.read_bytes()
+    with pytest.raises(MLSimError) as exc:
+        write_tiff_atomic(path, np.zeros((8, 8)))
+    _assert_one_line(exc, path, "already exists", "--overwrite")
+    assert path.read_bytes() == before
+    write_tiff_atomic(path, np.full((8, 8), 7.0), overwrite=True)
+    assert tifffile.imread(path)[0, 0] == 7.0
+    assert no_temp_files(tmp_path)
+
+
+def test_write_tiff_atomic_rejects_bad_data(tmp_path: Path) -> None:
+    with pytest.raises(MLSimError, match="expected"):
+        write_tiff_atomic(tmp_path / "c.tif", np.ones((4, 4), np.complex64))
+    with pytest.raises(MLSimError, match=r"expected \(H, W\) or \(T, H, W\)"):
+        write_tiff_atomic(tmp_path / "c.tif", np.ones((2, 2, 4, 4)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_tiff_stack_streams_frames(tmp_path: Path) -> None:
+    frames = [np.full((16, 24), i, np.float32) for i in range(5)]
+    path = write_tiff_stack_atomic(tmp_path / "t.tif", iter(frames), (5, 16, 24), 0.03)
+    data = tifffile.imread(path)
+    assert data.shape == (5, 16, 24) and data.dtype == np.float32
+    np.testing.assert_array_equal(data[:, 0, 0], np.arange(5))
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TYX"
+    assert read_tiff_metadata(path)["pixel_size_um"] == pytest.approx(0.03)
+
+
+def test_write_tiff_stack_leaves_nothing_on_error(tmp_path: Path) -> None:
+    def failing():
+        yield np.zeros((16, 16), np.float32)
+        raise MLSimError("group 1 is bad")
+
+    with pytest.raises(MLSimError, match="group 1 is bad"):
+        write_tiff_stack_atomic(tmp_path / "t.tif", failing(), (3, 16, 16))
+    with pytest.raises(MLSimError, match="got 2 frames; expected 3"):
+        write_tiff_stack_atomic(tmp_path / "t.tif", [np.zeros((16, 16))] * 2, (3, 16, 16))
+    with pytest.raises(MLSimError, match="has shape"):
+        write_tiff_stack_atomic(tmp_path / "t.tif", [np.zeros((16, 8))] * 3, (3, 16, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_atomic(tmp_path: Path) -> None:
+    path = write_json_atomic(tmp_path / "a.json", {"x": np.float32(1.5), "p": tmp_path})
+    assert json.loads(path.read_text()) == {"x": 1.5, "p": str(tmp_path)}
+    with pytest.raises(MLSimError, match="already exists"):
+        write_json_atomic(path, {"x": 2})
+    write_json_atomic(path, {"x": 2}, overwrite=True)
+    assert json.loads(path.read_text()) == {"x": 2}
+    assert no_temp_files(tmp_path)

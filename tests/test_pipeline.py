@@ -1,0 +1,253 @@
+"""Pipeline, reconstruction worker and writer: policies, failures, sinks and outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.live.pipeline import Pipeline
+from mlsim_live.live.results import GroupResult
+from mlsim_live.live.sinks import Sink
+from mlsim_live.live.writer import SRTiffWriter, output_paths, write_summary
+
+SHAPE = (16, 12)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.results: list[GroupResult] = []
+        self.closed = 0
+
+    def on_result(self, result: GroupResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class BrokenSink(ListSink):
+    def on_result(self, result: GroupResult) -> None:
+        raise RuntimeError("broken sink")
+
+
+def group_frames(t: int) -> list[tuple[np.ndarray, dict[str, int]]]:
+    rng = np.random.default_rng(t)
+    return [
+        (rng.integers(100, 1000, SHAPE).astype(np.uint16), {"time": t, "angle": a, "phase": p})
+        for a in range(3)
+        for p in range(3)
+    ]
+
+
+def push_groups(pipeline: Pipeline, times: range, shuffle_seed: int | None = None) -> None:
+    items = [x for t in times for x in group_frames(t)]
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(items))
+        items = [items[i] for i in order]
+    for f, axes in items:
+        pipeline.push(f, axes, {"PixelSize_um": 0.1})
+
+
+def test_sink_protocol():
+    assert isinstance(ListSink(), Sink)
+    assert isinstance(SRTiffWriter.__new__(SRTiffWriter), Sink)
+    with pytest.raises(MLSimError, match="not a sink"):
+        Pipeline(object(), sinks=[object()])  # type: ignore[list-item]
+
+
+def test_policy_all_reconstructs_every_group_in_any_order(fake_reconstructor):
+    sink = ListSink()
+    pipeline = Pipeline(fake_reconstructor(), sinks=[sink], policy="all")
+    push_groups(pipeline, range(5), shuffle_seed=3)
+    summary = pipeline.close(timeout=30)
+    assert summary["groups_acquired"] == 5
+    assert summary["groups_reconstructed"] == 5
+    assert summary["groups_dropped"] == 0 and summary["errors"] == 0
+    assert summary["incomplete_groups"] == 0 and summary["frames_received"] == 45
+    assert summary["latency_ms"]["p50"] is not None
+    assert summary["model"] == "fake" and summary["provider"] == "numpy"
+    assert sink.closed == 1
+    by_time = {r.key["time"]: r for r in sink.results}
+    assert sorted(by_time) == [0, 1, 2, 3, 4]
+    for t, result in by_time.items():
+        raw = np.stack([f for f, _ in group_frames(t)])
+        np.testing.assert_array_equal(result.raw, raw)
+        np.testing.assert_allclose(result.widefield, raw.mean(axis=0), rtol=1e-6)
+        assert result.sr.shape == (2 * SHAPE[0], 2 * SHAPE[1]) and result.sr.dtype == np.float32
+        assert result.pixel_size_um == 0.1 and not result.simulated
+    assert [r.index for r in sink.results] == [0, 1, 2, 3, 4]
+
+
+def test_policy_latest_drops_oldest_and_keeps_newest(fake_reconstructor):
+    """The worker is held on group 0 while 6 more groups arrive: exactly 5 are dropped."""
+    gate = threading.Event()
+    recon = fake_reconstructor(gate=gate)
+    sink = ListSink()
+    pipeline = Pipeline(recon, sinks=[sink], policy="latest")
+    push_groups(pipeline, range(1))
+    assert recon.started.wait(10)
+    push_groups(pipeline, range(1, 7))  # returns although the worker is blocked
+    assert pipeline.summary["groups_dropped"] == 5
+    gate.set()
+    summary = pipeline.close(timeout=30)
+    assert summary["groups_acquired"] == 7
+    assert summary["groups_reconstructed"] == 2
+    assert summary["groups_dropped"] == 5
+    assert [r.key["time"] for r in sink.results] == [0, 6]
+
+
+def test_policy_all_backpressure_at_memory_bound(fake_reconstructor, caplog):
+    gate = threading.Event()
+    recon = fake_reconstructor(gate=gate)
+    group_bytes = 9 * SHAPE[0] * SHAPE[1] * 2
+    pipeline = Pipeline(recon, policy="all", max_waiting_bytes=group_bytes)
+    pusher = threading.Thread(target=push_groups, args=(pipeline, range(4)))
+    pusher.start()
+    assert recon.started.wait(10)
+    pusher.join(0.5)
+    assert pusher.is_alive()  # held back: one group in the worker, one waiting, no room
+    gate.set()
+    pusher.join(10)
+    assert not pusher.is_alive()
+    summary = pipeline.close(timeout=30)
+    assert summary["groups_reconstructed"] == 4 and summary["groups_dropped"] == 0
+    assert summary["backpressure_waits"] >= 1
+    assert "reconstruction is behind" in caplog.text
+
+
+def test_failing_reconstruction_is_counted_not_raised(fake_reconstructor, caplog):
+    sink = ListSink()
+    recon = fake_reconstructor(fail=lambda call: call % 2 == 1)
+    pipeline = Pipeline(recon, sinks=[sink], policy="all")
+    push_groups(pipeline, range(4))
+    summary = pipeline.close(timeout=30)
+    assert summary["errors"] == 2
+    assert summary["groups_reconstructed"] == 2
+    assert [r.key["time"] for r in sink.results] == [0, 2]
+    assert "deliberate failure" in caplog.text
+
+
+def test_broken_sink_does_not_stop_other_sinks(fake_reconstructor):
+    good = ListSink()
+    pipeline = Pipeline(fake_reconstructor(), sinks=[BrokenSink(), good], policy="all")
+    push_groups(pipeline, range(3))
+    summary = pipeline.close(timeout=30)
+    assert len(good.results) == 3
+    assert summary["sink_errors"] == 3
+    assert summary["errors"] == 0
+
+
+def test_bad_frames_are_rejected_without_raising(fake_reconstructor):
+    pipeline = Pipeline(fake_reconstructor(), policy="all")
+    pipeline.push(np.zeros(SHAPE, np.uint16), {"time": 0})  # no angle/phase
+    pipeline.push(np.zeros(SHAPE, np.uint16), {"angle": 5, "phase": 0})
+    push_groups(pipeline, range(1))
+    pipeline.push(np.zeros(SHAPE, np.uint16), {"time": 0, "angle": 0, "phase": 0})  # late dup
+    summary = pipeline.close(timeout=30)
+    assert summary["frames_rejected"] == 2
+    assert summary["duplicates"] == 1
+    assert summary["groups_reconstructed"] == 1
+    pipeline.push(np.zeros(SHAPE, np.uint16), {"angle": 0, "phase": 0})  # after close
+    assert pipeline.summary["frames_rejected"] == 3
+
+
+def test_incomplete_groups_in_summary(fake_reconstructor):
+    pipeline = Pipeline(fake_reconstructor(), policy="all")
+    items = [x for t in range(2) for x in group_frames(t)][:-2]
+    for f, axes in items:
+        pipeline.push(f, axes)
+    summary = pipeline.close(timeout=30)
+    assert summary["groups_reconstructed"] == 1
+    assert summary["incomplete_groups"] == 1
+    assert summary["incomplete"] == [{"key": {"time": 1}, "missing": [[2, 1], [2, 2]]}]
+
+
+def test_pixel_size_from_metadata_or_given(fake_reconstructor):
+    pipeline = Pipeline(fake_reconstructor(), policy="all")
+    push_groups(pipeline, range(1))
+    assert pipeline.close(timeout=30)["pixel_size_um"] == 0.1
+    given = Pipeline(fake_reconstructor(), policy="all", pixel_size_um=0.065, simulated=True)
+    push_groups(given, range(1))
+    summary = given.close(timeout=30)
+    assert summary["pixel_size_um"] == 0.065 and summary["simulated"] is True
+
+
+def test_unknown_policy():
+    with pytest.raises(MLSimError, match="policy"):
+        Pipeline(object(), policy="fastest")  # type: ignore[arg-type]
+
+
+def test_writer_appends_groups_with_metadata(fake_reconstructor, tmp_path):
+    sr_path, summary_path = output_paths(tmp_path, "run")
+    copies = []
+
+    class CopyAfterWrite(SRTiffWriter):
+        def on_result(self, result: GroupResult) -> None:
+            super().on_result(result)
+            copy = tmp_path / f"copy{len(copies)}.tif"
+            shutil.copy(self.path, copy)  # what a crash would leave behind
+            copies.append(copy)
+
+    sink = ListSink()
+    pipeline = Pipeline(fake_reconstructor(), sinks=[CopyAfterWrite(sr_path), sink], policy="all")
+    push_groups(pipeline, range(3))
+    summary = pipeline.close(timeout=30)
+    write_summary(summary_path, summary)
+    stack = tifffile.imread(sr_path)
+    assert stack.shape == (3, 2 * SHAPE[0], 2 * SHAPE[1]) and stack.dtype == np.float32
+    for page, result in zip(stack, sink.results):
+        np.testing.assert_array_equal(page, result.sr)
+    with tifffile.TiffFile(sr_path) as tif:
+        assert tif.is_bigtiff
+        meta = [json.loads(p.description) for p in tif.pages]
+        x_res = tif.pages[0].tags["XResolution"].value
+    assert [m["axes"] for m in meta] == [{"time": 0}, {"time": 1}, {"time": 2}]
+    assert meta[0]["pixel_size_um"] == pytest.approx(0.05)  # 0.1 um raw pixels, 2x grid
+    assert meta[0]["latency_ms"] > 0 and meta[0]["completed_at"] >= meta[0]["first_frame_at"]
+    assert x_res[0] / x_res[1] == pytest.approx(1e4 / 0.05)  # pixels per cm
+    # after each group the file on disk is a valid TIFF holding every group written so far
+    for n, copy in enumerate(copies, start=1):
+        assert tifffile.imread(copy).reshape(-1, *stack.shape[1:]).shape[0] == n
+    saved = json.loads(summary_path.read_text())
+    for key in ("groups_acquired", "groups_reconstructed", "groups_dropped", "errors"):
+        assert saved[key] == summary[key]
+    assert set(saved["latency_ms"]) == {"p50", "p95"}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_writer_refuses_to_overwrite(tmp_path):
+    sr_path, summary_path = output_paths(tmp_path, "run")
+    sr_path.write_bytes(b"old")
+    with pytest.raises(MLSimError, match="exists"):
+        SRTiffWriter(sr_path)
+    SRTiffWriter(sr_path, overwrite=True)
+    summary_path.write_text("{}")
+    with pytest.raises(MLSimError, match="exists"):
+        write_summary(summary_path, {"a": 1})
+
+
+def test_writer_without_results_leaves_no_file(fake_reconstructor, tmp_path):
+    sr_path, _ = output_paths(tmp_path, "empty")
+    pipeline = Pipeline(fake_reconstructor(), sinks=[SRTiffWriter(sr_path)])
+    pipeline.close(timeout=5)
+    assert not sr_path.exists()
+
+
+def test_out_of_distribution_groups_are_marked(fake_reconstructor):
+    class CheckedReconstructor(fake_reconstructor):  # type: ignore[misc, valid-type]
+        def ood_reasons(self, group: np.ndarray) -> list[str]:
+            return ["modulation below the trained range"] if self.calls % 2 == 0 else []
+
+    sink = ListSink()
+    pipeline = Pipeline(CheckedReconstructor(), sinks=[sink], policy="all")
+    push_groups(pipeline, range(4))
+    summary = pipeline.close(timeout=30)
+    assert summary["ood_groups"] == 2
+    assert [r.ood for r in sink.results] == [False, True, False, True]
+    assert sink.results[1].extra["ood_reasons"] == ["modulation below the trained range"]
