@@ -116,7 +116,7 @@ _RECONSTRUCTORS: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
 _RECONSTRUCTOR_LOADS: dict[tuple[Any, ...], int] = {}
 _GROUPS_DONE = [0]
 _STACKS: OrderedDict[tuple[Any, ...], RawStack] = OrderedDict()
-_MAX_OPEN_STACKS = 4
+_MAX_OPEN_STACKS = 8
 
 
 def cached_reconstructor(config: ReconConfig, optics: Any) -> tuple[Any, threading.Lock]:
@@ -179,8 +179,8 @@ def cached_stack(path: str | os.PathLike[str], read: ReadOptions) -> RawStack:
             return _STACKS[key]
         _STACKS[key] = stack
         while len(_STACKS) > _MAX_OPEN_STACKS:
-            _, old = _STACKS.popitem(last=False)
-            old.close()
+            # no close(): another thread may still read it; it closes when the last user drops it
+            _STACKS.popitem(last=False)
     return stack
 
 
@@ -287,7 +287,7 @@ def dask_executor(address: str) -> Iterator[DaskExecutor]:
     try:
         if address == "local":
             cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
             )
             client = Client(cluster)
         else:
@@ -536,7 +536,7 @@ def reconstruct_files(
     for i, job in enumerate(jobs):
         existing = [p for p in (job.output, job.sidecar) if p.exists()]
         if existing and not overwrite:
-            log.warning("skipping %s: %s exists (use --overwrite)", job.input, existing[0])
+            log.debug("skipping %s: %s exists", job.input, existing[0])
             outcomes[i] = FileOutcome(
                 job,
                 "skipped",

@@ -1,4 +1,4 @@
-"""`reconstruct --dask`: a 2-process LocalCluster gives byte-identical outputs, model loaded once."""
+"""`reconstruct --dask`: 2 worker processes give byte-identical outputs, loading the model once."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def client():
     # real worker processes, as on a cluster
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -297,7 +297,7 @@ def test_default_method_without_a_model_is_wiener_with_a_warning(
             capsys, str(raw), "--out", str(out), "--na", "1.4", "--wavelength-nm", "525"
         )
     assert code == 0, err
-    assert "using --method wiener" in caplog.text
+    assert "no default model installed; used --method wiener" in caplog.text
     assert json.loads((out / "d_sr.json").read_text())["method"] == "wiener"
 
 
@@ -307,6 +307,7 @@ def test_default_method_without_a_model_is_wiener_with_a_warning(
 def _bad_inputs(folder: Path, groups: np.ndarray) -> dict[str, tuple[Path, str]]:
     """name -> (path, a fragment the error line must contain)."""
     frames = groups.reshape(-1, SIZE, SIZE)
+    folder.mkdir(parents=True, exist_ok=True)
     cases: dict[str, tuple[Path, str]] = {}
 
     def add(name: str, fragment: str, write) -> None:

@@ -125,7 +125,6 @@ def test_demo_stop_finishes_queued_groups(tmp_path, fake_reconstructor):
     assert len(dataset.get_image_coordinates_list()) == summary["raw_frames"]
 
 
-@pytest.mark.slow
 def test_cli_demo_headless(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["demo", "--headless", "--groups", "5", "--out", str(out), "--size", "64"]
@@ -150,7 +149,6 @@ def test_cli_demo_bad_input(tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("pattern", [["--pattern-group", "SIM"], ["--hardware-sequencing"]])
 def test_cli_live_on_demo_hardware(tmp_path, capsys, mm_core, pattern):
     """`live` on a headless core with the demo hardware: plain DemoCamera frames, no optics."""

@@ -1,4 +1,4 @@
-"""SIMProcessor on a real Micro-Manager core (pymmcore + DemoCamera, Pycro-Manager Python backend)."""
+"""SIMProcessor on a real Micro-Manager core (pymmcore + DemoCamera, Python backend)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,9 @@ def test_failing_reconstructor_keeps_acquiring(camera, tmp_path, fake_reconstruc
 
 def test_hook_returns_frame_unchanged_for_any_metadata(fake_reconstructor):
     """Java-backend style call: the same objects come back, even for metadata without axes."""
+    import mlsim_live
+
+    assert mlsim_live.SIMProcessor is SIMProcessor  # the public, lazily imported name
     proc = SIMProcessor(reconstructor=fake_reconstructor(), policy="all")
     image = np.ones((SIZE, SIZE), np.uint16)
     metadata = {"Axes": {"time": 0, "angle": 0, "phase": 0}, "PixelSize_um": 0.1}

@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="latest: drop old groups when reconstruction is behind (default); all: every group",
     )
     p.add_argument("--pixel-size-um", type=float, help="override Micro-Manager's pixel size")
+    p.add_argument("--na", type=float, help="objective NA (with --wavelength-nm: known optics)")
+    p.add_argument("--wavelength-nm", type=float, help="emission wavelength")
     p.add_argument("--headless", action="store_true", help="no viewer")
     p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
     p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
@@ -100,6 +102,24 @@ def connect(args: argparse.Namespace) -> Any:
     from mlsim_live.live.demo import start_python_backend
 
     return start_python_backend(args.mm_app_path, args.config)
+
+
+def known_optics(args: argparse.Namespace, core: Any) -> Any:
+    """Optics from --na and --wavelength-nm and the pixel size (option or Micro-Manager)."""
+    from mlsim_live.errors import MLSimError
+
+    if args.na is None and args.wavelength_nm is None:
+        return None
+    if args.na is None or args.wavelength_nm is None:
+        raise MLSimError("--na and --wavelength-nm go together; expected both or neither")
+    pixel_size_um = args.pixel_size_um or float(core.get_pixel_size_um())
+    if not pixel_size_um > 0:
+        raise MLSimError(
+            "Micro-Manager has no pixel size calibration; pass --pixel-size-um with --na"
+        )
+    from mlsim_live.sim.optics import Optics
+
+    return Optics(na=args.na, wavelength_nm=args.wavelength_nm, pixel_size_um=pixel_size_um)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     name = next_dataset_name(args.out, args.name)
+    frame_shape = (int(core.get_image_height()), int(core.get_image_width()))
     processor = SIMProcessor(
         model=args.model,
         method=args.method,
@@ -147,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         name=name,
         pixel_size_um=args.pixel_size_um,
+        optics=known_optics(args, core),
+        frame_shape=frame_shape,
     )
     acquisition = SIMAcquisition(
         processor,

@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
         outcomes += failed
+    if getattr(args, "method_fallback", False) and any(o.status == "done" for o in outcomes):
+        log.warning("no default model installed; used --method wiener")
     return _report(outcomes)
 
 
@@ -130,7 +132,7 @@ def _method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
             method = "rcan"
         else:
             method = "wiener"
-            log.warning("no default model installed; using --method wiener")
+            args.method_fallback = True  # said once files are done, not before a bad-input line
     if method != "rcan":
         if args.model is not None:
             raise MLSimError(f"--model applies to --method rcan; got --method {method}")

@@ -39,6 +39,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--workers", type=int, default=None, help="DataLoader processes simulating data (1)"
     )
+    p.add_argument(
+        "--data-reuse",
+        type=int,
+        default=None,
+        help="use each simulated example about this many times, rotated/mirrored (4)",
+    )
     p.add_argument("--patch", type=int, default=64, help="patch size in camera pixels (64)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -60,6 +66,7 @@ _SETTINGS = {
     "val_size": "val_size",
     "seed": "seed",
     "workers": "workers",
+    "data_reuse": "data_reuse",
 }
 
 
@@ -78,7 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from mlsim_live.model.data import DataConfig, narrowed_ranges
     from mlsim_live.model.train import train
 
-    optics = {"na": args.na, "wavelength_nm": args.wavelength_nm, "pixel_size_um": args.pixel_size_um}
+    optics = {
+        "na": args.na,
+        "wavelength_nm": args.wavelength_nm,
+        "pixel_size_um": args.pixel_size_um,
+    }
     if any(v is not None for v in optics.values()) and args.resume:
         raise MLSimError("--na/--wavelength-nm/--pixel-size-um start a run; expected no --resume")
     data_config = None

@@ -137,7 +137,11 @@ def _fmt_range(r: tuple[float, float], digits: int = 2) -> str:
 def optics_reasons(ranges: TrainingRanges, optics: Any) -> list[str]:
     """Reasons why given optics (``na``, ``wavelength_nm``, ``pixel_size_um``) are untrained."""
     reasons = []
-    for key, digits, unit in (("na", 2, ""), ("wavelength_nm", 0, " nm"), ("pixel_size_um", 3, " um")):
+    for key, digits, unit in (
+        ("na", 2, ""),
+        ("wavelength_nm", 0, " nm"),
+        ("pixel_size_um", 3, " um"),
+    ):
         trained = getattr(ranges, key)
         value = getattr(optics, key, None)
         if trained is None or value is None:

@@ -304,7 +304,9 @@ def plan_providers(
             continue
         if name == TENSORRT:
             trt_fp16 = fp16 is not False
-            opts = tensorrt_options(cache, input_name, trt_fp16, opt_hw, max_hw, device_id=device_id)
+            opts = tensorrt_options(
+                cache, input_name, trt_fp16, opt_hw, max_hw, device_id=device_id
+            )
             plans.append(
                 ProviderPlan(
                     TENSORRT,
@@ -334,7 +336,9 @@ def cpu_session_options(threads: int | None = None) -> Any:
     down), ``inter_op_num_threads`` 1 and sequential execution: the RCAN is one chain of
     convolutions, so parallel branches gain nothing and only add threads. The numpy work
     around a run (normalization, padding, blending) is single-threaded element-wise code that
-    does not compete with ONNX Runtime's pool; no BLAS-heavy numpy runs concurrently.
+    does not compete with ONNX Runtime's pool; no BLAS-heavy numpy runs concurrently. The pool
+    does not spin-wait after a run: in a live process the acquisition, grouping and viewer
+    threads need those cores between groups.
     """
     ort = import_onnxruntime()
     so = ort.SessionOptions()
@@ -342,5 +346,6 @@ def cpu_session_options(threads: int | None = None) -> Any:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = int(threads) if threads else physical_cores()
     so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # ORT's own warnings (e.g. unused initializers) stay quiet
     return so

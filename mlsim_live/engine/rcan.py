@@ -167,8 +167,9 @@ class RCANReconstructor:
         self.tile_size = max(self.multiple, tile_size // self.multiple * self.multiple)
         self.tile_overlap = tile_overlap
         if offset_adu is not None:
-            log.debug("offset_adu=%s ignored by RCAN: its normalization finds the background",
-                      offset_adu)
+            log.debug(
+                "offset_adu=%s ignored by RCAN: its normalization finds the background", offset_adu
+            )
         gpu_hint = GPU_WARMUP_HW if warmup is True else (warmup or GPU_WARMUP_HW)
         self.session = OnnxSession(
             path,
@@ -187,7 +188,10 @@ class RCANReconstructor:
         if card_scale is not None and card_scale != probed:
             log.warning(
                 "model card of %s says scale %d but the model outputs scale %d; using %d",
-                path.name, card_scale, probed, probed,
+                path.name,
+                card_scale,
+                probed,
+                probed,
             )
         self.scale: int = probed
         self.session.scale = probed
@@ -214,9 +218,7 @@ class RCANReconstructor:
         """Reconstruct one group ``(9, H, W)`` into ``(scale*H, scale*W)`` float32."""
         arr = np.asarray(group)
         if arr.ndim != 3 or arr.shape[0] != GROUP_CHANNELS:
-            raise MLSimError(
-                f"SIM group has shape {arr.shape}; expected ({GROUP_CHANNELS}, H, W)"
-            )
+            raise MLSimError(f"SIM group has shape {arr.shape}; expected ({GROUP_CHANNELS}, H, W)")
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise MLSimError(f"SIM group has dtype {arr.dtype}; expected real numbers")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():

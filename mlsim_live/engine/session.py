@@ -140,8 +140,13 @@ class OnnxSession:
         # The input name is needed for TensorRT's shape profile; read it from a CPU session
         # only when TensorRT is in play (the CPU session also validates the model early).
         input_name = "input"
-        if prov.TENSORRT in available and prov.resolve_provider(provider) in ("auto", prov.TENSORRT):
-            input_name = self._create(str(self.path), [(prov.CPU, {})], threads).get_inputs()[0].name
+        if prov.TENSORRT in available and prov.resolve_provider(provider) in (
+            "auto",
+            prov.TENSORRT,
+        ):
+            input_name = (
+                self._create(str(self.path), [(prov.CPU, {})], threads).get_inputs()[0].name
+            )
             if provider == "auto" and not _tensorrt_loadable():
                 log.debug("TensorRT libraries not found; skipping the TensorRT provider")
                 available = [p for p in available if p != prov.TENSORRT]
@@ -191,6 +196,8 @@ class OnnxSession:
             if len(out_shape) == 4 and all(isinstance(d, int) for d in out_shape[2:])
             else None
         )
+        # where the I/O-bound buffers live: on the GPU for CUDA and TensorRT, else no binding
+        self.bind_device: str | None = "cuda" if self.plan.on_gpu else None
         self._in_dtype = np.float16 if "float16" in inp[0].type else np.float32
         self._out_dtype = np.float16 if "float16" in out[0].type else np.float32
 
@@ -203,8 +210,9 @@ class OnnxSession:
         names = [name for name, _ in providers]
         options = [opts for _, opts in providers]
         try:
-            return self._ort.InferenceSession(model, sess_options=so, providers=names,
-                                              provider_options=options)
+            return self._ort.InferenceSession(
+                model, sess_options=so, providers=names, provider_options=options
+            )
         except Exception as exc:
             if _is_model_error(exc) or names == [prov.CPU]:
                 raise MLSimError(
@@ -233,20 +241,36 @@ class OnnxSession:
             except Exception as exc:
                 last_error = _first_line(exc)
                 level = logging.WARNING if plan.primary == prov.CUDA or explicit else logging.INFO
-                log.log(level, "%s could not start (%s); trying the next provider",
-                        plan.primary, last_error)
+                log.log(
+                    level,
+                    "%s could not start (%s); trying the next provider",
+                    plan.primary,
+                    last_error,
+                )
                 continue
             actual = session.get_providers()
             if actual and actual[0] == plan.primary:
                 level = logging.INFO
-                log.log(level, "ONNX Runtime provider: %s%s (model %s)", plan.primary,
-                        " fp16" if plan.fp16 else "", description)
+                log.log(
+                    level,
+                    "ONNX Runtime provider: %s%s (model %s)",
+                    plan.primary,
+                    " fp16" if plan.fp16 else "",
+                    description,
+                )
                 return session, plan, description
             level = logging.WARNING if plan.primary == prov.CUDA or explicit else logging.INFO
-            log.log(level, "%s is not usable here (the session got %s; missing CUDA, cuDNN or "
-                    "TensorRT libraries?); falling back", plan.primary, ", ".join(actual))
-        raise MLSimError(f"no execution provider could run {self.path.name} ({last_error}); "
-                         "expected at least CPUExecutionProvider to work")
+            log.log(
+                level,
+                "%s is not usable here (the session got %s; missing CUDA, cuDNN or "
+                "TensorRT libraries?); falling back",
+                plan.primary,
+                ", ".join(actual),
+            )
+        raise MLSimError(
+            f"no execution provider could run {self.path.name} ({last_error}); "
+            "expected at least CPUExecutionProvider to work"
+        )
 
     # -- running ------------------------------------------------------------------------------
 
@@ -258,7 +282,7 @@ class OnnxSession:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one batch ``(N, 9, H, W)`` float32; return ``(N, C, s*H, s*W)`` float32."""
         x = np.ascontiguousarray(x, dtype=self._in_dtype)
-        if self.on_gpu and self.scale is not None:
+        if self.bind_device is not None and self.scale is not None:
             out = self._run_bound(x)
         else:
             out = self.session.run([self.output_name], {self.input_name: x})[0]
@@ -272,17 +296,17 @@ class OnnxSession:
             channels = self.out_channels or 1
             s = int(self.scale or 1)
             self._in_value = ortvalue.ortvalue_from_shape_and_type(
-                list(x.shape), self._in_dtype, "cuda", self.device_id
+                list(x.shape), self._in_dtype, self.bind_device, self.device_id
             )
             self._out_value = ortvalue.ortvalue_from_shape_and_type(
-                [n, channels, s * h, s * w], self._out_dtype, "cuda", self.device_id
+                [n, channels, s * h, s * w], self._out_dtype, self.bind_device, self.device_id
             )
             binding = self.session.io_binding()
             binding.bind_ortvalue_input(self.input_name, self._in_value)
             binding.bind_ortvalue_output(self.output_name, self._out_value)
             self._binding = binding
             self._bound_shape = x.shape
-            log.debug("allocated device buffers for input %s", x.shape)
+            log.debug("allocated %s buffers for input %s", self.bind_device, x.shape)
         self._in_value.update_inplace(x)  # host -> device
         self.session.run_with_iobinding(self._binding)
         return self._out_value.numpy()  # device -> host

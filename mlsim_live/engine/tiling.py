@@ -40,7 +40,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     if overlap >= tile:
         raise MLSimError(f"tile overlap {overlap} >= tile size {tile}; expected overlap < tile")
-    n = int(math.ceil((length - overlap) / (tile - overlap)))
+    n = math.ceil((length - overlap) / (tile - overlap))
     n = max(n, 2)
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
@@ -51,9 +51,7 @@ def _rise(coords: np.ndarray, start: float, width: float) -> np.ndarray:
     return np.sin(0.5 * np.pi * t) ** 2
 
 
-def axis_weights(
-    length: int, tile: int, overlap: int, scale: int
-) -> list[tuple[int, np.ndarray]]:
+def axis_weights(length: int, tile: int, overlap: int, scale: int) -> list[tuple[int, np.ndarray]]:
     """Blending weights along one axis, on the output grid (``scale`` x finer).
 
     Returns one ``(output start, weights of length scale*tile)`` per tile. Between two

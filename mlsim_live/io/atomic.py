@@ -23,8 +23,9 @@ def temp_path_for(path: Path) -> Path:
     return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
 
 
-def check_writable(path: Path, overwrite: bool) -> None:
+def check_writable(path: str | os.PathLike[str], overwrite: bool) -> None:
     """Raise `MLSimError` if ``path`` exists and ``overwrite`` is false, or is a folder."""
+    path = Path(path)
     if path.is_dir():
         raise MLSimError(f"{path}: is a folder; expected a file path for the output")
     if path.exists() and not overwrite:

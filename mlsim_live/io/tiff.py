@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ class _ContiguousFrames:
     def close(self) -> None:
         self._fh.close()
 
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
 
 class _PageFrames:
     """Reads frames page by page through tifffile (compressed or scattered image data)."""
@@ -184,6 +189,10 @@ class _PageFrames:
 
     def close(self) -> None:
         self._tif.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def _frame_list(frames: np.ndarray) -> str:
@@ -276,7 +285,7 @@ class RawStack:
         How the frames were found: ``"plain"`` (a sequence of 9*T frames), ``"axes"`` (by
         named or chosen angle/phase axes).
     axes : str
-        The file's axes (tifffile codes, e.g. ``"TZCYX"``), singleton axes included.
+        The file's axes of length > 1 (tifffile codes, e.g. ``"TZCYX"``).
     order : str
         ``"angle-major"``, ``"phase-major"`` (plain layout) or ``"axes"``.
     format : str
@@ -458,14 +467,7 @@ def read_raw_stack(
                 "expected integer or float frames"
             )
         frame_index, frame_shape, layout, used_order = _frame_index(
-            path,
-            fmt,
-            int(keyframe.photometric) == 2,
-            full_shape,
-            full_axes,
-            order,
-            angle_axis,
-            phase_axis,
+            path, full_shape, full_axes, order, angle_axis, phase_axis
         )
         pixel_size_um, na, wavelength_nm = _physical_metadata(path, tif, fmt)
         reader = _make_reader(
@@ -485,12 +487,17 @@ def read_raw_stack(
         dtype=groups.dtype,
         pixel_size_um=pixel_size_um,
         layout=layout,
-        axes=full_axes,
+        axes=_squeezed_axes(full_axes, full_shape),
         order=used_order,
         format=fmt,
         na=na,
         wavelength_nm=wavelength_nm,
     )
+
+
+def _squeezed_axes(axes: str, shape: tuple[int, ...]) -> str:
+    """Axes of length > 1, and always Y and X."""
+    return "".join(a for a, n in zip(axes, shape) if n > 1 or a in "YX")
 
 
 def _format_of(tif: tifffile.TiffFile) -> str:
@@ -550,8 +557,6 @@ def _make_reader(
 
 def _frame_index(
     path: Path,
-    fmt: str,
-    rgb: bool,
     full_shape: tuple[int, ...],
     full_axes: str,
     order: str,
@@ -565,18 +570,10 @@ def _frame_index(
         )
     y = full_axes.index("Y")
     frame_shape = (full_shape[y], full_shape[y + 1])
-    n_samples = full_shape[full_axes.index("S")] if "S" in full_axes else 1
-    if n_samples > 1 and fmt == "shaped" and not rgb:  # tifffile's guess for an unnamed axis
+    if full_axes.endswith("YXS") and full_shape[-1] > 1:
         raise MLSimError(
-            f"{path}: found {sum(n > 1 for n in full_shape)}D data of shape "
-            f"{'x'.join(str(n) for n in full_shape if n > 1)} without named axes, which does "
-            "not say which is angle and which is phase; expected a plain stack of 9*T frames, "
-            "or an ImageJ/OME file with --angle-axis/--phase-axis"
-        )
-    if n_samples > 1:
-        raise MLSimError(
-            f"{path}: {full_shape[full_axes.index('S')]} samples per pixel (RGB or planar, "
-            f"axes {full_axes}); expected single-channel grayscale frames"
+            f"{path}: {full_shape[-1]} samples per pixel (RGB, axes {full_axes}); "
+            "expected single-channel grayscale frames"
         )
     # non-spatial axes (those before Y); singleton S after X is part of the frame
     lead_axes = full_axes[:y]
@@ -628,6 +625,7 @@ def _frame_index(
                 for k, i in enumerate(other):
                     multi[i] = other_idx[k]
                 index[:, a * N_PHASES + p] = np.ravel_multi_index(multi, lead_shape)
+        _check_no_planar_samples(path, lead_axes, lead_shape)
         return index, frame_shape, "axes", "axes"
 
     if not big:
@@ -649,6 +647,7 @@ def _frame_index(
             f"{path}: found {n_frames} frames of {frame_shape[0]}x{frame_shape[1]}; expected a "
             f"multiple of {GROUP_SIZE} ({N_ANGLES} angles x {N_PHASES} phases per group)"
         )
+    _check_no_planar_samples(path, lead_axes, lead_shape)
     n_groups = n_frames // GROUP_SIZE
     slots = np.arange(GROUP_SIZE)
     if order == "angle-major":
@@ -657,6 +656,15 @@ def _frame_index(
         within = (slots % N_PHASES) * N_ANGLES + slots // N_PHASES
     index = np.arange(n_groups)[:, None] * GROUP_SIZE + within[None, :]
     return index.astype(np.int64), frame_shape, "plain", order
+
+
+def _check_no_planar_samples(path: Path, lead_axes: str, lead_shape: tuple[int, ...]) -> None:
+    """Planar RGB-like samples (an ``S`` axis before Y) are not SIM frames."""
+    if "S" in lead_axes and lead_shape[lead_axes.index("S")] > 1:
+        raise MLSimError(
+            f"{path}: {lead_shape[lead_axes.index('S')]} planar samples per pixel (RGB-like, "
+            f"axes {lead_axes}YX); expected single-channel grayscale frames"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,7 +881,9 @@ def write_tiff_stack_atomic(
             raise MLSimError(f"{path}: got {count} frames; expected {n_frames}")
 
     tifffile = _tifffile()
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        # ImageJ stacks over 4 GB keep one IFD ("truncated"), which ImageJ and tifffile read
+        warnings.filterwarnings("ignore", message=".*truncating ImageJ file", category=UserWarning)
         with tifffile.TiffWriter(tmp, imagej=True) as writer:
             writer.write(checked(), shape=(n_frames, height, width), dtype=out_dtype, **kwargs)
     log.debug("wrote %s", path)

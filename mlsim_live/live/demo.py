@@ -207,6 +207,8 @@ class DemoRun:
             reconstructor=reconstructor,
             pixel_size_um=self.optics.pixel_size_um,
             simulated=True,
+            optics=self.optics.params.optics,
+            frame_shape=(settings.size, settings.size),
         )
         self.processor.extra_summary["simulation"] = self.optics.describe()
         self.acquisition = SIMAcquisition(

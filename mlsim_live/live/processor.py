@@ -24,12 +24,31 @@ from mlsim_live.live.sinks import Sink
 from mlsim_live.live.worker import percentiles_ms
 from mlsim_live.live.writer import SRTiffWriter, check_outputs_free, output_paths, write_summary
 from mlsim_live.recon.base import Reconstructor
+from mlsim_live.sim.optics import Optics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mlsim"
 # Hook times kept for the percentiles (the most recent ones).
 _HOOK_TIMES_KEPT = 100_000
+
+
+def warm_up(reconstructor: Reconstructor, frame_shape: tuple[int, int]) -> None:
+    """Call the reconstructor's ``warm_up(shape)``, if it has one, on the camera's frame shape.
+
+    Reconstructors without one are left alone (a dummy group could, e.g., fix a Wiener
+    reconstructor's reused pattern estimate to nonsense).
+    """
+    method = getattr(reconstructor, "warm_up", None)
+    if not callable(method):
+        return
+    started = time.perf_counter()
+    try:
+        method(tuple(frame_shape))
+    except Exception as exc:  # a warm-up failure shows again, counted, on the first group
+        log.warning("warm-up of %s failed: %s", getattr(reconstructor, "name", "?"), exc)
+        return
+    log.debug("reconstructor warmed up in %.0f ms", (time.perf_counter() - started) * 1e3)
 
 
 class SIMProcessor:
@@ -68,6 +87,16 @@ class SIMProcessor:
         Replace existing output files.
     max_waiting, max_waiting_bytes : int
         Queue bounds (see :class:`Pipeline`).
+    optics : Optics, optional
+        The microscope's optics (NA, wavelength, pixel size), for the reconstructor (Wiener OTF,
+        RCAN out-of-distribution check).
+    frame_shape : (int, int), optional
+        Camera frame shape; when given, the reconstructor is warmed up on it now, so the first
+        group of the acquisition is not slow.
+    reconstructor_options : dict, optional
+        More arguments for ``make_reconstructor``. For ``"wiener"``, ``reuse_estimate`` defaults
+        to True live: the pattern is estimated on the first group and reused (it does not drift
+        within an acquisition), which keeps each reconstruction fast.
 
     Examples
     --------
@@ -95,11 +124,19 @@ class SIMProcessor:
         overwrite: bool = False,
         max_waiting: int = 1,
         max_waiting_bytes: int = 1 << 30,
+        optics: Optics | None = None,
+        frame_shape: tuple[int, int] | None = None,
+        reconstructor_options: Mapping[str, Any] | None = None,
     ) -> None:
         if reconstructor is None:
             from mlsim_live.recon import make_reconstructor
 
-            reconstructor = make_reconstructor(method, model=model)
+            options = dict(reconstructor_options or {})
+            if str(method).lower() == "wiener":
+                options.setdefault("reuse_estimate", True)
+            reconstructor = make_reconstructor(method, model=model, optics=optics, **options)
+        if frame_shape is not None:
+            warm_up(reconstructor, frame_shape)
         self.name = name or DEFAULT_NAME
         self.sr_path: Path | None = None
         self.summary_path: Path | None = None

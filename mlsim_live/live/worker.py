@@ -40,7 +40,7 @@ def reconstructor_name(reconstructor: object) -> str:
 def _reconstructor_ood_check(
     reconstructor: object,
 ) -> Callable[[np.ndarray], bool | list[str]] | None:
-    for attr in ("ood_reasons", "is_out_of_distribution"):
+    for attr in ("check_ood", "ood_reasons", "is_out_of_distribution"):
         check = getattr(reconstructor, attr, None)
         if callable(check):
             return check
@@ -70,7 +70,7 @@ class ReconstructionWorker:
         Copied into every result.
     ood_check : callable, optional
         ``ood_check(frames)`` returns a list of reasons (empty: inside the trained ranges) or a
-        bool (True: outside). By default the reconstructor's own ``ood_reasons`` or
+        bool (True: outside). By default the reconstructor's own ``check_ood`` (RCAN) or
         ``is_out_of_distribution`` method, if it has one. Runs after the reconstruction, so it
         is not counted in the latency.
     """

@@ -222,19 +222,42 @@ class Sampler:
         return make_example(params, kind, self.config.patch_px, self.config.scale, self.rng)
 
 
+def dihedral(x: np.ndarray, y: np.ndarray, op: int) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one of the 8 rotations/mirrors (``op`` in 0..7) to an (input, target) pair.
+
+    Rotating or mirroring all 9 frames gives another valid SIM group (pattern angles rotated or
+    mirrored), so this augments without leaving the physics.
+    """
+    k, mirror = op % 4, op >= 4
+    x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+    if mirror:
+        x, y = x[:, :, ::-1], y[:, :, ::-1]
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
 class SimulatedDataset(IterableDataset):
     """Endless stream of simulated examples for a ``torch.utils.data.DataLoader``.
 
     Every DataLoader worker gets its own generator, seeded from ``(seed, stream, worker id)``;
     ``stream`` is the training step the stream starts at, so a resumed run continues with fresh,
     reproducible data.
+
+    With ``reuse > 1`` each worker keeps a pool of recent examples and simulates a new one for
+    only one in ``reuse`` yields; the others are pool members under a random rotation/mirror.
+    This divides the simulation cost by ``reuse`` where the CPU is scarce.
     """
 
-    def __init__(self, config: DataConfig, seed: int, stream: int = 0) -> None:
+    def __init__(
+        self, config: DataConfig, seed: int, stream: int = 0, reuse: int = 1, pool: int = 256
+    ) -> None:
         super().__init__()
+        if reuse < 1 or pool < 1:
+            raise MLSimError(f"reuse {reuse} and pool {pool}; expected both >= 1")
         self.config = config
         self.seed = int(seed)
         self.stream = int(stream)
+        self.reuse = int(reuse)
+        self.pool = int(pool)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         import torch
@@ -244,8 +267,18 @@ class SimulatedDataset(IterableDataset):
         worker = info.id if info is not None else 0
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.stream, worker]))
         sampler = Sampler(self.config, rng)
+        pool: list[tuple[np.ndarray, np.ndarray]] = []
         while True:
-            x, y = sampler.draw()
+            if self.reuse == 1:
+                x, y = sampler.draw()
+            elif len(pool) < self.pool // 4 or rng.random() < 1.0 / self.reuse:
+                x, y = sampler.draw()
+                if len(pool) < self.pool:
+                    pool.append((x, y))
+                else:
+                    pool[int(rng.integers(self.pool))] = (x, y)
+            else:
+                x, y = dihedral(*pool[int(rng.integers(len(pool)))], int(rng.integers(8)))
             yield torch.from_numpy(x), torch.from_numpy(y)
 
 

@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 NOMINAL_PHASE_STEP_RAD = 2.0 * np.pi / N_PHASES
 #: Search the pattern frequency between these fractions of the OTF cutoff.
 SEARCH_BAND = (0.45, 1.05)
-#: Wider upper limit when the cutoff is only estimated from the data (it tends to come out low).
-SEARCH_BAND_FROM_DATA = (0.45, 1.25)
+#: Without optics, search up to this multiple of the cutoff seen in the data (at most Nyquist).
+SEARCH_FROM_DATA_MAX = 1.7
+#: Without optics, the cutoff is raised to at least the pattern frequency over this.
+MAX_DATA_PATTERN_FRACTION = 0.95
 #: Largest accepted deviation of a measured phase step from 2pi/3 before falling back to nominal.
 MAX_PHASE_STEP_ERROR_RAD = 0.6
 #: Regularization of the Wiener-deconvolved band 0 used as the correlation template.
@@ -32,6 +34,11 @@ TEMPLATE_DC_FRACTION = 0.03
 #: The band overlap used for refinement and modulation: both OTFs above this, DC areas out.
 OVERLAP_OTF_MIN = 0.02
 OVERLAP_DC_FRACTION = 0.15
+#: Noise floors are measured beyond this fraction of the cutoff.
+NOISE_REGION_FRACTION = 1.1
+OVERLAP_BINS = 10
+#: Accepted range of the fitted OTF damping.
+DAMPING_RANGE = (0.05, 1.5)
 BACKGROUND_PERCENTILE = 1.0
 SIGNAL_PERCENTILE = 99.9
 
@@ -140,6 +147,9 @@ class GroupEstimate:
         Whether the cutoff came from the optics (NA, wavelength, pixel size) or from the data.
     pixel_size_um : float or None
         Pixel size, when known.
+    otf_damping : float
+        The real OTF is modelled as the ideal one times ``otf_damping ** (|f| / cutoff)``
+        (1: ideal; real objectives often give 0.3 to 0.7).
     """
 
     patterns: tuple[PatternEstimate, ...]
@@ -150,6 +160,7 @@ class GroupEstimate:
     cutoff_cycles_per_px: float
     cutoff_source: str
     pixel_size_um: float | None
+    otf_damping: float = 1.0
 
     @property
     def cutoff_per_um(self) -> float | None:
@@ -196,6 +207,7 @@ class GroupEstimate:
             "cutoff_per_um": self.cutoff_per_um,
             "cutoff_source": self.cutoff_source,
             "pixel_size_um": self.pixel_size_um,
+            "otf_damping": self.otf_damping,
         }
 
 
@@ -230,14 +242,30 @@ def estimate_background(group: np.ndarray) -> float:
 def estimate_signal_level(group: np.ndarray, background_adu: float | None = None) -> float:
     """Peak signal above background of a group, in its units (ADU for camera data).
 
-    The 99.9th percentile of the widefield image (mean of the 9 frames, smoothed over 3x3
-    pixels against noise) minus the background, the same definition the simulator uses for
-    ``Signal.peak_photons``.
+    The 99.9th percentile of the widefield image (mean of the 9 frames) minus the background:
+    the definition the simulator uses for ``Signal.peak_photons`` (on simulated groups with an
+    ideal camera it gives 0.83 to 1.07 times the set value from 20 to 2000 photons).
+    Divide by the camera's counts per photon to get photons.
     """
     frames = as_group(group, np.float32)
     bg = estimate_background(frames) if background_adu is None else float(background_adu)
-    wf = ndimage.uniform_filter(frames.mean(axis=0), 3)
-    return float(np.percentile(wf, SIGNAL_PERCENTILE) - bg)
+    return float(np.percentile(frames.mean(axis=0), SIGNAL_PERCENTILE) - bg)
+
+
+def equalize_frames(frames: np.ndarray) -> np.ndarray:
+    """Scale background-free frames to a common mean intensity.
+
+    Illumination power differs between angles and drifts between phases (for one public
+    dataset by a factor 4 between angles); unequal frames leak band 0 into the side bands.
+    Frames whose mean is not clearly positive are left alone.
+    """
+    means = frames.mean(axis=(-2, -1))
+    target = float(np.mean(means))
+    if not target > 0:
+        return frames
+    ok = means > 0.05 * target
+    gains = np.where(ok, target / np.where(ok, means, 1.0), 1.0).astype(frames.dtype)
+    return frames * gains[:, None, None]
 
 
 def frequency_radius(shape: tuple[int, int], upsample: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +283,7 @@ def otf_model(
     upsample: int = 1,
     pixel_aperture: bool = True,
     rfft: bool = False,
+    damping: float = 1.0,
 ) -> np.ndarray:
     """Detection OTF on an FFT grid: circular-pupil OTF times the camera-pixel aperture.
 
@@ -272,6 +301,8 @@ def otf_model(
         Multiply by ``sinc(fy) sinc(fx)``, the integration over one camera pixel.
     rfft : bool
         Return only the half spectrum of ``rfft2`` (last axis ``n // 2 + 1``).
+    damping : float
+        Multiply by ``damping ** (|f + shift| / cutoff)`` (real OTFs fall faster than ideal).
 
     Returns
     -------
@@ -281,7 +312,10 @@ def otf_model(
     if rfft:
         fx = fx[:, : shape[1] * upsample // 2 + 1]
     gy, gx = fy + shift_cycles_per_px[0], fx + shift_cycles_per_px[1]
-    otf = incoherent_otf(np.hypot(gy, gx) / cutoff_cycles_per_px)
+    rho = np.hypot(gy, gx) / cutoff_cycles_per_px
+    otf = incoherent_otf(rho)
+    if damping != 1.0:
+        otf = otf * np.power(damping, np.minimum(rho, 1.0))
     if pixel_aperture:
         otf = otf * np.sinc(gy) * np.sinc(gx)
     return otf
@@ -349,15 +383,17 @@ def _dft_at(image: np.ndarray, ky: np.ndarray, kx: np.ndarray, step: float = 1.0
 
 
 def _radial_power(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean power spectrum of background-free, periodized frames, radially averaged.
+    """Mean power spectrum of background-free, Hann-windowed frames, radially averaged.
 
+    (The window keeps the image borders' spectral cross out and the noise floor flat.)
     Returns (radius in cycles/px per bin, mean power per bin, pixel count per bin).
     """
     h, w = frames.shape[-2:]
-    spec = sfft.fft2(_periodic_component(frames), workers=-1)
+    window = tukey_window((h, w), 1.0)
+    spec = sfft.rfft2(np.asarray(frames, dtype=np.float64) * window, workers=-1)
     power = (np.abs(spec) ** 2).mean(axis=0)
     fy, fx = frequency_radius((h, w))
-    r = np.hypot(fy, fx)
+    r = np.hypot(fy, fx[:, : w // 2 + 1])
     step = 1.0 / max(h, w)
     idx = np.rint(r / step).astype(int)
     counts = np.bincount(idx.ravel())
@@ -365,27 +401,6 @@ def _radial_power(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     valid = counts > 0
     radii = np.arange(len(counts)) * step
     return radii[valid], sums[valid] / counts[valid], counts[valid]
-
-
-def _periodic_component(frames: np.ndarray) -> np.ndarray:
-    """Periodic part of the periodic-plus-smooth decomposition (Moisan 2011) of each frame.
-
-    Removes the cross-shaped spectral leakage of the image borders.
-    """
-    u = np.asarray(frames, dtype=np.float64)
-    h, w = u.shape[-2:]
-    v = np.zeros_like(u)
-    v[..., 0, :] += u[..., -1, :] - u[..., 0, :]
-    v[..., -1, :] += u[..., 0, :] - u[..., -1, :]
-    v[..., :, 0] += u[..., :, -1] - u[..., :, 0]
-    v[..., :, -1] += u[..., :, 0] - u[..., :, -1]
-    cy = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
-    cx = np.cos(2 * np.pi * np.arange(w) / w)[None, :]
-    denom = 2 * cy + 2 * cx - 4
-    denom[0, 0] = 1.0
-    s_hat = sfft.fft2(v, workers=-1) / denom
-    s_hat[..., 0, 0] = 0.0
-    return u - sfft.ifft2(s_hat, workers=-1).real
 
 
 def _noise_floor(
@@ -447,7 +462,7 @@ def noise_std(
     if floor is None:
         return None
     h, w = frames.shape[-2:]
-    return float(np.sqrt(floor / (h * w)))
+    return float(np.sqrt(floor / np.sum(tukey_window((h, w), 1.0) ** 2)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,11 +475,16 @@ def _zoom_search(
 ) -> tuple[float, float]:
     """Maximize ``objective(ky_array, kx_array) -> (ny, nx) values`` around ``k0``.
 
-    Successively finer 5 x 5 grids, from half an FFT bin down to ~0.002 bin.
+    First a quarter-bin grid over +-2 FFT bins (sparse samples give correlation peaks with
+    side lobes that an integer-bin search can confuse with the peak), then successively finer
+    5 x 5 grids down to ~0.002 bin.
     """
-    ky, kx = k0
     bin_y, bin_x = 1.0 / shape[0], 1.0 / shape[1]
-    s = 0.5
+    offs = np.arange(-8, 9) * 0.25
+    vals = objective(k0[0] + offs * bin_y, k0[1] + offs * bin_x)
+    iy, ix = np.unravel_index(np.argmax(vals), vals.shape)
+    ky, kx = k0[0] + offs[iy] * bin_y, k0[1] + offs[ix] * bin_x
+    s = 0.1
     while s > 2e-3:
         offs = np.linspace(-2, 2, 5) * s
         vals = objective(ky + offs * bin_y, kx + offs * bin_x)
@@ -517,17 +537,54 @@ class _Angle:
         deconv = np.where(keep, otf / (otf**2 + TEMPLATE_WIENER), 0.0)
         self._template = sfft.ifft2(pad_spectrum(mean * deconv, self.big), workers=-1)
         self._frames = sfft.ifft2(pad_spectrum(spec3 * support, self.big), workers=-1)
+        # the weights' own correlation: how strongly a lag can correlate at all
+        self._envelope = sfft.ifft2(pad_spectrum(support.astype(float), self.big), workers=-1)
+        self._envelope *= np.conj(sfft.ifft2(pad_spectrum(deconv, self.big), workers=-1))
+        flat = spec3[:, support]
+        self._gram = flat @ flat.conj().T  # <D_p, D_q> over the OTF support
+
+    def cleaned_weights(self, sep: np.ndarray) -> np.ndarray:
+        """Frame weights of band +1 with what leaked in from bands 0 and -1 projected out.
+
+        Phase steps that are not exactly those of ``sep`` leave a little of band 0 (and -1) in
+        band +1; for samples with strong low frequencies that leak outweighs a weak pattern.
+        The true band +1 is nearly orthogonal to both, so a least-squares projection removes
+        the leak and little else.
+        """
+        g = self._gram
+
+        def inner(x: np.ndarray, y: np.ndarray) -> complex:
+            return complex(x @ g @ y.conj())
+
+        w1, w0, wm = sep[1], sep[0], sep[2]
+        lhs = np.array([[inner(w0, w0), inner(wm, w0)], [inner(w0, wm), inner(wm, wm)]])
+        rhs = np.array([inner(w1, w0), inner(w1, wm)])
+        try:
+            alpha, beta = np.linalg.solve(lhs, rhs)
+        except np.linalg.LinAlgError:
+            return w1
+        return w1 - alpha * w0 - beta * wm
 
     def _product(self, weights: np.ndarray) -> np.ndarray:
         band = np.tensordot(weights, self._frames, axes=1)
         return band * np.conj(self._template)
 
     def detection_map(self, weights: np.ndarray) -> np.ndarray:
-        """|C(q)| at the 2x-grid lags for band ``sum_p weights[p] frame_p`` against band 0."""
-        return np.abs(sfft.fft2(self._product(weights), workers=-1))
+        """|C(q)| / E(q) at the 2x-grid lags for band ``sum_p weights[p] frame_p``.
+
+        ``E(q)`` is the correlation of the two spectral weightings: dividing by it removes the
+        pull towards small lags that a few bright objects would otherwise give.
+        """
+        c = np.abs(sfft.fft2(self._product(weights), workers=-1))
+        e = np.abs(sfft.fft2(self._envelope, workers=-1))
+        return c / np.maximum(e, 1e-6 * e.max())
 
     def detection_objective(self, weights: np.ndarray) -> Any:
-        """|C(k)| at any lags (ky array, kx array), for the sub-bin search."""
+        """|C(k)| at any lags (ky array, kx array), for the sub-bin search.
+
+        (``E`` varies too little over a bin to matter here, and its sharp-edged weights would
+        ring between bins.)
+        """
         product = self._product(weights)
 
         def objective(ky: np.ndarray, kx: np.ndarray) -> np.ndarray:
@@ -546,7 +603,7 @@ class _Angle:
 
 
 def _coarse_peaks(
-    maps: list[np.ndarray], shape: tuple[int, int], cutoff: float, band: tuple[float, float]
+    maps: list[np.ndarray], shape: tuple[int, int], q_range: tuple[float, float]
 ) -> list[tuple[float, float, float]]:
     """Integer-bin pattern vectors of the three angles from their correlation maps.
 
@@ -554,14 +611,18 @@ def _coarse_peaks(
     are searched together: each candidate lag of angle 0 is scored with the maps of angles 1 and
     2 at the lag turned by +-60 and +-120 degrees (either sign of k, a small tolerance for
     imperfect angles). Each angle's peak is then taken in its own map near the consensus.
-    Returns (ky, kx, contrast) per angle, contrast being the peak over the ring's median.
+    ``q_range`` is the searched ring of |k| in cycles per pixel. Returns (ky, kx, contrast) per
+    angle, contrast being the peak over the ring's median.
     """
     h, w = shape
     qy, qx = _lag_grid(shape)
     q = np.hypot(qy[:, None], qx[None, :])
-    ring = (q >= band[0] * cutoff) & (q <= band[1] * cutoff)
+    ring = (q >= q_range[0]) & (q <= q_range[1])
     if not ring.any():
-        raise MLSimError(f"OTF cutoff {cutoff:.3f} cycles/px leaves no pattern search region")
+        raise MLSimError(
+            f"pattern search ring {q_range[0]:.3f}-{q_range[1]:.3f} cycles/px holds no "
+            "frequencies; expected a larger frame or OTF cutoff"
+        )
     norm = []
     for m in maps:
         med = float(np.median(m[ring]))
@@ -591,10 +652,13 @@ def _coarse_peaks(
         t = np.deg2rad(60.0 * a * turn)
         py = np.sin(t) * k0x + np.cos(t) * k0y
         px_ = np.cos(t) * k0x - np.sin(t) * k0y
-        near = np.minimum(
-            np.hypot(qy[:, None] - py, qx[None, :] - px_),
-            np.hypot(qy[:, None] + py, qx[None, :] + px_),
-        ) <= radius
+        near = (
+            np.minimum(
+                np.hypot(qy[:, None] - py, qx[None, :] - px_),
+                np.hypot(qy[:, None] + py, qx[None, :] + px_),
+            )
+            <= radius
+        )
         local = np.where(near, z, 0.0)
         jy, jx = np.unravel_index(np.argmax(local), local.shape)
         out.append((float(qy[jy]), float(qx[jx]), float(local[jy, jx])))
@@ -626,20 +690,38 @@ def _fit_phases(values: np.ndarray, nominal: np.ndarray) -> tuple[np.ndarray, bo
     return phases[0] + steps, True
 
 
-def _modulation_and_phase(
+@dataclass(frozen=True)
+class _Overlap:
+    """Band +1 (moved back by k) against band 0 over their common region, in bins of
+    ``t = (|g + k| - |g|) / fc`` (where in the two OTFs a frequency was seen).
+
+    Per bin: ``cross = sum X Y*`` and ``energy = sum |Y|^2`` minus its noise, with
+    ``X(g) = B+(g+k) OTF(g)``, ``Y(g) = B0(g) OTF(g+k)``; ``X / Y = m D(|g+k|) / D(|g|)``
+    where ``D`` is the true OTF over the model OTF.
+    """
+
+    t: np.ndarray
+    cross: np.ndarray
+    energy: np.ndarray
+    total: np.ndarray
+
+    def ratio(self) -> complex:
+        """Least-squares ratio over the whole region."""
+        total = float(self.total.sum())
+        signal = float(self.energy.sum())
+        return complex(self.cross.sum() / max(signal, 1e-3 * total, 1e-300))
+
+
+def _band_overlap(
     b0: np.ndarray,
     bp: np.ndarray,
     k: tuple[float, float],
     cutoff: float,
     noise_power: float,
-) -> complex:
-    """Complex ratio ``m e^{i dphi}`` of band +1 (moved back by k) to band 0 over their overlap.
-
-    Both ``X(g) = B+(g+k) OTF(g)`` and ``Y(g) = B0(g) OTF(g+k)`` carry ``OTF(g) OTF(g+k) S(g)``;
-    the least-squares ratio ``sum X Y* / sum |Y|^2`` over the region where both OTFs exceed 2 %,
-    away from both bands' DC (unmodulated background, haze), with the noise power of band 0
-    removed from the denominator.
-    """
+) -> _Overlap | None:
+    """Compare band +1, moved back by k on the 2x grid, with band 0 where both OTFs exceed 2 %
+    and away from both bands' DC (unmodulated background, haze); band 0's noise power is
+    removed from the energies. None when the bands hardly overlap."""
     h, w = b0.shape
     big = (2 * h, 2 * w)
     otf0 = otf_model((h, w), cutoff, upsample=2)
@@ -649,20 +731,72 @@ def _modulation_and_phase(
     x = np.arange(big[1])[None, :] * 0.5
     moved = sfft.fft2(r1 * np.exp(-2j * np.pi * (k[0] * y + k[1] * x)), workers=-1)
     fy, fx = frequency_radius((h, w), 2)
+    g0 = np.hypot(fy, fx)
+    gk = np.hypot(fy + k[0], fx + k[1])
     dc = OVERLAP_DC_FRACTION * cutoff
-    region = (
-        (otf0 > OVERLAP_OTF_MIN)
-        & (otfk > OVERLAP_OTF_MIN)
-        & (np.hypot(fy, fx) > dc)
-        & (np.hypot(fy + k[0], fx + k[1]) > dc)
-    )
+    region = (otf0 > OVERLAP_OTF_MIN) & (otfk > OVERLAP_OTF_MIN) & (g0 > dc) & (gk > dc)
     if region.sum() < 10:
-        return complex(np.nan, np.nan)
+        return None
     xs = (moved * otf0)[region]
     ys = (pad_spectrum(b0, big) * otfk)[region]
-    total = float(np.sum(np.abs(ys) ** 2))
-    signal = total - noise_power * float(np.sum(otfk[region] ** 2))
-    return complex(np.sum(xs * np.conj(ys)) / max(signal, 1e-3 * total, 1e-300))
+    t = ((gk - g0) / cutoff)[region]
+    edges = np.linspace(-1.0, 1.0, OVERLAP_BINS + 1)
+    idx = np.clip(np.digitize(t, edges) - 1, 0, OVERLAP_BINS - 1)
+    total = np.bincount(idx, np.abs(ys) ** 2, OVERLAP_BINS)
+    noise = noise_power * np.bincount(idx, otfk[region] ** 2, OVERLAP_BINS)
+    prod = xs * np.conj(ys)
+    cross = np.bincount(idx, prod.real, OVERLAP_BINS) + 1j * np.bincount(
+        idx, prod.imag, OVERLAP_BINS
+    )
+    return _Overlap(0.5 * (edges[1:] + edges[:-1]), cross, total - noise, total)
+
+
+def _fit_damping(overlaps: list[_Overlap | None]) -> tuple[float, list[float]] | None:
+    """Fit ``|X / Y| = m_a d^t`` over the bins of all angles: one OTF damping ``d`` for the
+    optics and a modulation ``m_a`` per angle (the ratio at ``t = 0``).
+
+    Only bins whose signal energy is well above their noise count. Returns (d, [m_a]) or None
+    when too little is left to fit a slope.
+    """
+    rows, rhs, wts, which = [], [], [], []
+    n = len(overlaps)
+    for a, ov in enumerate(overlaps):
+        if ov is None:
+            continue
+        good = (ov.energy > 0.5 * ov.total) & (np.abs(ov.t) <= 0.9) & (ov.energy > 0)
+        for j in np.nonzero(good)[0]:
+            r = abs(ov.cross[j]) / ov.energy[j]
+            if not r > 0:
+                continue
+            row = np.zeros(n + 1)
+            row[a] = 1.0
+            row[n] = ov.t[j]
+            rows.append(row)
+            rhs.append(np.log(r))
+            wts.append(np.sqrt(ov.energy[j]))
+            which.append(a)
+    if len(rows) < 6:
+        return None
+    t_used = np.array([r[n] for r in rows])
+    if t_used.max() - t_used.min() < 0.6:
+        return None
+    a_mat = np.array(rows) * np.array(wts)[:, None]
+    b_vec = np.array(rhs) * np.array(wts)
+    present = sorted(set(which))
+    a_mat = a_mat[:, [*present, n]]
+    sol, *_ = np.linalg.lstsq(a_mat, b_vec, rcond=None)
+    damping = float(np.exp(sol[-1]))
+    mods = [float("nan")] * n
+    for i, a in enumerate(present):
+        mods[a] = float(np.exp(sol[i]))
+    return damping, mods
+
+
+def _power_floor(values: np.ndarray) -> float:
+    """Mean power of complex noise samples, robustly: median |z|^2 / ln 2 (exponential law)."""
+    if values.size < 32:
+        return 0.0
+    return float(np.median(np.abs(values) ** 2) / np.log(2.0))
 
 
 def _wrap(phi: float) -> float:
@@ -676,6 +810,7 @@ def estimate_pattern(
     offset_adu: float | None = None,
     pixel_size_um: float | None = None,
     fit_phases: bool = True,
+    fit_damping: bool = True,
 ) -> GroupEstimate:
     """Estimate the illumination pattern of each angle of a SIM group.
 
@@ -683,14 +818,18 @@ def estimate_pattern(
        0, +1, -1 with the nominal 2pi/3 phase steps; band +1 is cross-correlated against the
        Wiener-deconvolved band 0 at every integer lag on the 2x grid.
     2. The three correlation maps are searched together between 0.45 and 1.05 of the OTF cutoff
-       (angles ~60 degrees apart, one frequency), then each angle's peak in its own map.
+       (without optics: from 0.45 to 1.7 times the cutoff estimated from the data, at most the
+       camera Nyquist frequency, as that estimate comes out low at low SNR) for angles ~60 degrees
+       apart with one frequency, then each angle's peak in its own map.
     3. k is refined to ~0.002 FFT bin by maximizing the normalized, OTF-weighted overlap of
        band +1 moved back by k with band 0 (fairSIM's criterion), evaluated by exact DFTs.
     4. The phase of each frame follows from its correlation with band 0 at k (the three values
        lie on a circle whose centre absorbs unequal steps), so steps need not be 2pi/3.
     5. With the bands separated again by the measured phases, the complex ratio of band +1 to
-       band 0 over their OTF overlap (DC areas left out, noise power removed) gives the
-       modulation and a residual phase.
+       band 0 over their OTF overlap (DC areas left out, noise power removed) gives a residual
+       phase; how that ratio changes across the overlap gives the OTF damping ``d`` (true OTF
+       = ideal OTF times ``d^(|f|/fc)``, fairSIM's compensation parameter) shared by the
+       angles, and its value where both bands saw a frequency equally gives the modulation.
 
     Parameters
     ----------
@@ -704,6 +843,9 @@ def estimate_pattern(
         Pixel size when ``optics`` is not given (for the per-um figures only).
     fit_phases : bool
         Measure the phase steps (True) or assume exact 2pi/3 steps (False).
+    fit_damping : bool
+        Fit how much faster than the ideal OTF the real one falls (``otf_damping``) from the
+        band overlap; with False the ideal OTF is assumed.
 
     Returns
     -------
@@ -716,44 +858,72 @@ def estimate_pattern(
         px = optics.pixel_size_um
         cutoff = optics.cutoff_per_um * px
         source = "optics"
-        band = SEARCH_BAND
+        search_cutoff = cutoff
+        q_range = (SEARCH_BAND[0] * cutoff, SEARCH_BAND[1] * cutoff)
     else:
+        # the cutoff seen in the power spectrum comes out low at low SNR: search well beyond it
+        # and raise the cutoff to at least the pattern's frequency
         px = pixel_size_um
         cutoff = estimate_cutoff(frames, bg)
         source = "data"
-        band = SEARCH_BAND_FROM_DATA
+        search_cutoff = min(0.5, SEARCH_FROM_DATA_MAX * cutoff)
+        q_range = (SEARCH_BAND[0] * cutoff, search_cutoff)
     window = tukey_window((h, w))
-    spectra = sfft.fft2((frames - bg) * window, workers=-1)
-    otf = otf_model((h, w), cutoff)
-    noise = noise_std(frames, cutoff, bg)
-    # noise power per bin of band 0 (mean of three windowed frames)
-    noise_power_b0 = 0.0 if noise is None else noise**2 * float(np.sum(window**2)) / N_PHASES
-
+    spectra = sfft.fft2(equalize_frames(frames - bg) * window, workers=-1)
     nominal = NOMINAL_PHASE_STEP_RAD * np.arange(N_PHASES)
     sep_nominal = separation_matrix(nominal)
-    angles = [_Angle(spectra[N_PHASES * a : N_PHASES * (a + 1)], otf, cutoff) for a in range(N_ANGLES)]
-    maps = [ang.detection_map(sep_nominal[1]) for ang in angles]
-    coarse = _coarse_peaks(maps, (h, w), cutoff, band)
+    otf = otf_model((h, w), search_cutoff)
+    angles = [
+        _Angle(spectra[N_PHASES * a : N_PHASES * (a + 1)], otf, search_cutoff)
+        for a in range(N_ANGLES)
+    ]
+    weights = [ang.cleaned_weights(sep_nominal) for ang in angles]
+    maps = [ang.detection_map(wt) for ang, wt in zip(angles, weights)]
+    coarse = _coarse_peaks(maps, (h, w), q_range)
     del maps
-    patterns = []
+    ks = [
+        _zoom_search(ang.detection_objective(wt), c[:2], (h, w))
+        for ang, wt, c in zip(angles, weights, coarse)
+    ]
+    if optics is None:
+        k_max = max(float(np.hypot(*k)) for k in ks)
+        cutoff = float(min(max(cutoff, k_max / MAX_DATA_PATTERN_FRACTION), np.sqrt(0.5)))
+    noise = noise_std(frames, cutoff, bg)
+    fy, fx = frequency_radius((h, w))
+    beyond = np.hypot(fy, fx) > NOISE_REGION_FRACTION * cutoff
+    overlaps: list[_Overlap | None] = []
+    found = []
     for a, ang in enumerate(angles):
-        ky, kx = _zoom_search(ang.detection_objective(sep_nominal[1]), coarse[a][:2], (h, w))
+        ky, kx = ks[a]
         values = ang.frame_correlations((ky, kx))
         if fit_phases:
             phases, fitted = _fit_phases(values, nominal)
         else:
             phases, fitted = np.angle(np.sum(values * np.exp(-1j * nominal))) + nominal, False
         bands = np.einsum("bp,pyx->byx", separation_matrix(phases), ang.spec3)
-        ratio = _modulation_and_phase(bands[0], bands[1], (ky, kx), cutoff, noise_power_b0)
-        if np.isfinite(ratio):
-            phases = phases + np.angle(ratio)
-        modulation = float(abs(ratio))
+        # noise power per bin of band 0, from beyond the cutoff (a camera's fixed pattern
+        # stays in band 0, so this is more than the frames' noise over 3)
+        noise_b0 = _power_floor(bands[0][beyond])
+        overlap = _band_overlap(bands[0], bands[1], (ky, kx), cutoff, noise_b0)
+        if overlap is not None:
+            phases = phases + np.angle(overlap.ratio())
+        overlaps.append(overlap)
+        found.append((ky, kx, phases, fitted, coarse[a][2]))
+    damping, mods = 1.0, [abs(ov.ratio()) if ov else float("nan") for ov in overlaps]
+    if fit_damping:
+        fit = _fit_damping(overlaps)
+        if fit is not None:
+            damping = float(np.clip(fit[0], DAMPING_RANGE[0], DAMPING_RANGE[1]))
+            if damping == fit[0]:
+                mods = [m if np.isfinite(m) else m0 for m, m0 in zip(fit[1], mods)]
+    patterns = []
+    for (ky, kx, phases, fitted, contrast), modulation in zip(found, mods):
         # report k with its direction in [0, 180): flipping k flips the phases' sign
         direction = np.arctan2(ky, kx)
         if direction < 0 or np.isclose(direction, np.pi):
             ky, kx, phases = -ky, -kx, -phases
         patterns.append(
-            _make_pattern(ky, kx, phases, modulation, coarse[a][2], fitted, (h, w), cutoff, px)
+            _make_pattern(ky, kx, phases, modulation, contrast, fitted, (h, w), cutoff, px)
         )
     est = GroupEstimate(
         patterns=tuple(patterns),
@@ -764,6 +934,7 @@ def estimate_pattern(
         cutoff_cycles_per_px=float(cutoff),
         cutoff_source=source,
         pixel_size_um=px,
+        otf_damping=damping,
     )
     log.debug("pattern estimate: %s", format_estimate(est))
     return est
@@ -810,4 +981,4 @@ def format_estimate(est: GroupEstimate) -> str:
             f"{p.angle_deg:.2f} deg, {per} ({p.frequency_fraction:.3f} of cutoff), "
             f"phase {p.phase_rad:.2f} rad, m {p.modulation:.2f}"
         )
-    return "; ".join(parts)
+    return "; ".join(parts) + f"; OTF damping {est.otf_damping:.2f}"

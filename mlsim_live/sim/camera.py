@@ -53,26 +53,40 @@ class Camera:
         if self.gain_adu_per_e <= 0 or not 0 < self.quantum_efficiency <= 1:
             raise MLSimError("camera gain must be positive and quantum efficiency in (0, 1]")
 
-    def expose(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw_maps(
+        self, frame_shape: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float]:
+        """Draw the camera's fixed pattern: per-pixel (offset ADU, gain ADU/e, read noise e).
+
+        Uniform scalars except for an sCMOS, whose maps vary pixel to pixel.
+        """
+        if self.kind != "scmos":
+            return self.offset_adu, self.gain_adu_per_e, self.read_noise_e
+        spread = self.map_spread
+        offset = self.offset_adu * (1 + spread * rng.standard_normal(frame_shape))
+        gain = self.gain_adu_per_e * (1 + spread * rng.standard_normal(frame_shape))
+        read = self.read_noise_e * rng.lognormal(0.0, 4 * spread, frame_shape)
+        return offset, gain, read
+
+    def expose(
+        self,
+        photons: np.ndarray,
+        rng: np.random.Generator,
+        maps: tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float] | None = None,
+    ) -> np.ndarray:
         """Record frames of expected photon counts; returns uint16 with the same shape.
 
-        The camera's fixed-pattern maps (sCMOS) are drawn once per call and shared by all
-        frames of ``photons``, as they are for one real camera.
+        ``maps`` (from ``draw_maps``) fixes the camera's fixed pattern; without it, maps are
+        drawn once per call and shared by all frames of ``photons``, as for one real camera.
         """
         lam = np.clip(np.asarray(photons, dtype=np.float64), 0.0, None) * self.quantum_efficiency
         electrons = rng.poisson(lam).astype(np.float64)
-        frame_shape = lam.shape[-2:]
         if self.kind == "emccd":
             positive = electrons > 0
             amplified = np.zeros_like(electrons)
             amplified[positive] = rng.gamma(electrons[positive], self.em_gain)
             electrons = amplified
-        if self.kind == "scmos":
-            offset = self.offset_adu * (1 + self.map_spread * rng.standard_normal(frame_shape))
-            gain = self.gain_adu_per_e * (1 + self.map_spread * rng.standard_normal(frame_shape))
-            read = self.read_noise_e * rng.lognormal(0.0, 4 * self.map_spread, frame_shape)
-        else:
-            offset, gain, read = self.offset_adu, self.gain_adu_per_e, self.read_noise_e
+        offset, gain, read = maps if maps is not None else self.draw_maps(lam.shape[-2:], rng)
         electrons = electrons + read * rng.standard_normal(electrons.shape)
         adu = np.rint(electrons * gain + offset)
         return np.clip(adu, 0, ADU_MAX).astype(np.uint16)

@@ -17,7 +17,7 @@ and the 2x ground truth describe the same object.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -398,20 +398,26 @@ class FrameRenderer:
         self._scene = _prepare(density, params, self._rng)
         self.angles_rad, self.phases_rad = draw_angles_phases(params.pattern, self._rng)
         self.ground_truth = _ground_truth(self._scene, params)
+        self._noiseless: dict[tuple[int, int], np.ndarray] = {}
+        self._camera_maps = params.camera.draw_maps(n, self._rng)
 
     def render(self, angle: int, phase: int, sample_scale: float = 1.0) -> np.ndarray:
-        """One noisy uint16 frame for pattern state (angle, phase); ``sample_scale`` dims it."""
-        photons = _frame_photons(
-            self._scene, self.params, self.angles_rad[angle], self.phases_rad[angle, phase]
-        )
+        """One noisy uint16 frame for pattern state (angle, phase); ``sample_scale`` dims it.
+
+        The 9 noiseless frames are computed once and cached; each call draws fresh noise through
+        one camera whose fixed-pattern maps stay the same for the renderer's lifetime.
+        """
+        key = (angle, phase)
+        photons = self._noiseless.get(key)
+        if photons is None:
+            photons = _frame_photons(
+                self._scene, self.params, self.angles_rad[angle], self.phases_rad[angle, phase]
+            )
+            self._noiseless[key] = photons
         if sample_scale != 1.0:
             bg = self._scene.background
             photons = bg + (photons - bg) * sample_scale
-        return self.params.camera.expose(photons, self._rng)
-
-    def with_params(self, **changes: Any) -> SIMParams:
-        """Convenience: a copy of the parameters with top-level fields replaced."""
-        return replace(self.params, **changes)
+        return self.params.camera.expose(photons, self._rng, maps=self._camera_maps)
 
 
 __all__ = [

@@ -1,0 +1,87 @@
+"""`mlsim-live bench`: latency of every available reconstruction backend, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BACKEND_HELP = (
+    "torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-cuda-fp16, ort-tensorrt-fp16, wiener, "
+    "wiener-estimate"
+)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand."""
+    p = sub.add_parser(
+        "bench",
+        help="latency of every available backend on one simulated group",
+        description="Times one simulated SIM group (9 x SIZE x SIZE) on every backend that is "
+        "available here: PyTorch eager, ONNX Runtime CPU / CUDA fp32 / CUDA fp16 / TensorRT "
+        "fp16, and the Wiener reconstruction, for the default model and the 'paper' "
+        "architecture (random weights). Prints a table (p50/p95 latency, groups/s, peak "
+        "memory, speed-up over PyTorch eager) and optionally writes it as JSON.",
+    )
+    p.add_argument("--size", type=int, default=512, help="frame size in pixels (default 512)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per backend (default 10)")
+    p.add_argument(
+        "--max-time-s",
+        type=float,
+        default=60.0,
+        help="stop a backend after this many seconds once 3 runs are done (default 60)",
+    )
+    p.add_argument(
+        "--models",
+        type=_csv,
+        default=("default", "paper"),
+        help="comma-separated: default, a preset name (paper, fast, ...; random weights, "
+        "needs torch) or .onnx paths (default: default,paper)",
+    )
+    p.add_argument(
+        "--backends",
+        type=_csv,
+        default=None,
+        help=f"comma-separated subset of: {BACKEND_HELP} (default: all available)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input and weights")
+    p.add_argument(
+        "--parity",
+        action="store_true",
+        help="also report the max abs difference between backends' outputs (same weights)",
+    )
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write JSON."""
+    from mlsim_live.bench import ALL_BACKENDS, BenchConfig, format_table, run_bench
+    from mlsim_live.io.atomic import check_writable, write_json_atomic
+
+    if args.json is not None:
+        check_writable(args.json, args.overwrite)  # fail before minutes of timing, not after
+    config = BenchConfig(
+        size=args.size,
+        repeats=args.repeats,
+        max_time_s=args.max_time_s,
+        models=tuple(args.models),
+        backends=tuple(args.backends) if args.backends else ALL_BACKENDS,
+        threads=args.threads,
+        seed=args.seed,
+        parity=args.parity,
+    )
+    report = run_bench(config)
+    print(format_table(report))
+    if args.json is not None:
+        write_json_atomic(args.json, report, overwrite=args.overwrite)
+        log.info("wrote %s", args.json)
+    return 0

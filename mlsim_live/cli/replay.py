@@ -1,0 +1,185 @@
+"""`mlsim-live replay`: push recorded raw SIM data (TIFF or NDTiff) through the live pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``replay`` subcommand."""
+    p = sub.add_parser(
+        "replay",
+        help="replay a recorded stack or NDTiff dataset through the live pipeline",
+        description="Streams recorded raw frames (a plain multi-page TIFF, an ImageJ hyperstack, "
+        "an OME-TIFF, or a Pycro-Manager NDTiff dataset folder as written by `demo` and `live`) "
+        "through the same grouper, reconstruction worker, viewer and writer as a live "
+        "acquisition, at --fps raw frames per second or as fast as possible. Writes "
+        "DIR/<stem>_sr.tif and DIR/<stem>_summary.json. Files are streamed: memory stays flat "
+        "whatever their size.",
+    )
+    p.add_argument(
+        "input", type=Path, metavar="INPUT", help="a TIFF file or an NDTiff dataset folder"
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        metavar="F",
+        help="raw frames per second (default: as fast as possible)",
+    )
+    p.add_argument("--headless", action="store_true", help="no viewer")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("mlsim_replay"),
+        metavar="DIR",
+        help="output folder (default mlsim_replay)",
+    )
+    p.add_argument("--name", help="output stem (default: the input's name)")
+    p.add_argument(
+        "--method",
+        choices=("rcan", "wiener", "widefield"),
+        help="rcan (default when the default model is installed), wiener or widefield",
+    )
+    p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
+    p.add_argument(
+        "--order",
+        choices=("angle-major", "phase-major"),
+        default="angle-major",
+        help="frame order of plain TIFF stacks: a0p0 a0p1 ... (default) or p0a0 p0a1 ...",
+    )
+    p.add_argument(
+        "--angle-axis",
+        metavar="AXIS",
+        help="axis holding the 3 angles: a TIFF axis letter (e.g. C) or an NDTiff axis name "
+        "(e.g. channel); with --phase-axis",
+    )
+    p.add_argument(
+        "--phase-axis",
+        metavar="AXIS",
+        help="axis holding the 3 phases: a TIFF axis letter (e.g. Z) or an NDTiff axis name "
+        "(e.g. z); with --angle-axis",
+    )
+    p.add_argument(
+        "--policy",
+        choices=("all", "latest"),
+        help="all: reconstruct every group (default without --fps); latest: drop old groups "
+        "when reconstruction is behind, as live (default with --fps)",
+    )
+    p.add_argument(
+        "--pixel-size-um", type=float, help="camera pixel in the sample plane (default: recorded)"
+    )
+    p.add_argument("--na", type=float, help="objective NA (with --wavelength-nm: known optics)")
+    p.add_argument("--wavelength-nm", type=float, help="emission wavelength")
+    p.add_argument("--offset", type=float, metavar="ADU", help="camera offset (default: estimated)")
+    p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs and screenshot"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the input; print the outputs and the throughput."""
+    from mlsim_live.cli.reconstruct import _check_optics, _method_and_model
+    from mlsim_live.errors import MLSimError
+    from mlsim_live.replay import ReplayRun, ReplaySettings
+    from mlsim_live.viewer import viewer_enabled
+
+    method, model = _method_and_model(args)
+    _check_optics(args)
+    if (args.na is None) != (args.wavelength_nm is None):
+        raise MLSimError("--na and --wavelength-nm go together; expected both or neither")
+    show = viewer_enabled(args.headless)
+    if args.screenshot is not None:
+        if show:
+            from mlsim_live.viewer import check_screenshot_path
+
+            check_screenshot_path(args.screenshot, args.overwrite)
+        else:
+            log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    settings = ReplaySettings(
+        input=args.input,
+        out=args.out,
+        name=args.name,
+        fps=args.fps,
+        policy=args.policy,
+        method=method,
+        model=model,
+        order=args.order,
+        angle_axis=args.angle_axis,
+        phase_axis=args.phase_axis,
+        pixel_size_um=args.pixel_size_um,
+        na=args.na,
+        wavelength_nm=args.wavelength_nm,
+        offset_adu=args.offset,
+        overwrite=args.overwrite,
+    )
+    replay_run = ReplayRun(settings)
+    if show:
+        summary = run_with_viewer(replay_run, args.screenshot, args.overwrite)
+    else:
+        summary = replay_run.run()
+    print_summary(summary)
+    return 0
+
+
+def run_with_viewer(replay_run: Any, screenshot: Path | None, overwrite: bool) -> dict[str, Any]:
+    """Replay on a thread while the viewer runs in the main thread; return the summary.
+
+    Closing the window stops the replay; the groups already complete are reconstructed and
+    saved.
+    """
+    import threading
+
+    from mlsim_live.viewer import open_viewer, run_viewer
+
+    window, sink = open_viewer(
+        stats_fn=lambda: replay_run.summary,
+        on_close=replay_run.stop,
+        simulated=replay_run.simulated,
+        title=f"mlsim-live replay: {replay_run.name}",
+    )
+    replay_run.add_sink(sink)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["summary"] = replay_run.run()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="mlsim-replay", daemon=True)
+    thread.start()
+    try:
+        run_viewer(
+            window, done=lambda: not thread.is_alive(), screenshot=screenshot, overwrite=overwrite
+        )
+    finally:
+        replay_run.stop()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["summary"]
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print the figures and outputs of a replay."""
+    latency = summary.get("latency_ms") or {}
+    label = "SIMULATED data, " if summary.get("simulated") else ""
+    print(
+        f"replay ({label}{summary['raw_frames']} raw frames): {summary['groups_acquired']} groups, "
+        f"{summary['groups_reconstructed']} reconstructed, {summary['groups_dropped']} dropped, "
+        f"{summary['errors']} errors, {summary.get('incomplete_groups', 0)} incomplete"
+    )
+    print(
+        f"{summary['raw_frames_per_s']} raw frames/s, {summary['groups_per_s']} groups/s; "
+        f"latency p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms; "
+        f"{summary['model']} on {summary['provider']}"
+    )
+    print(f"SR: {summary['sr_file']}")
+    print(f"summary: {summary['summary_file']}")

@@ -1,0 +1,73 @@
+"""SIM reconstruction: the Reconstructor seam, classical reconstructions (widefield, Wiener) and
+`make_reconstructor`, which builds any of them (the ONNX RCAN included) by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.recon.base import Reconstructor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsim_live.sim.optics import Optics
+
+METHODS = ("rcan", "wiener", "widefield")
+
+__all__ = ["METHODS", "Reconstructor", "make_reconstructor"]
+
+
+def make_reconstructor(
+    method: str,
+    *,
+    model: str | Path | None = None,
+    optics: Optics | None = None,
+    offset_adu: float | None = None,
+    **kw: Any,
+) -> Reconstructor:
+    """Build a reconstructor by name.
+
+    Parameters
+    ----------
+    method : {"rcan", "wiener", "widefield"}
+        ``"rcan"``: the ONNX RCAN (ML-SIM) on ONNX Runtime; ``"wiener"``: classical SIM with
+        pattern estimation (`mlsim_live.recon.wiener.WienerReconstructor`); ``"widefield"``: the
+        mean of the frames upsampled 2x.
+    model : str or Path, optional
+        The ``.onnx`` model for ``"rcan"`` (None: the default model); ignored otherwise.
+    optics : Optics, optional
+        NA, emission wavelength and pixel size, when known.
+    offset_adu : float, optional
+        Background to subtract; each reconstructor estimates it when omitted.
+    **kw
+        Passed on to the reconstructor's constructor, e.g. ``reuse_estimate=True`` or
+        ``wiener_w=0.1`` for ``"wiener"``, ``provider=...`` for ``"rcan"``.
+
+    Returns
+    -------
+    Reconstructor
+
+    Raises
+    ------
+    MLSimError
+        For an unknown method, or ``"rcan"`` without its runtime installed.
+    """
+    name = str(method).lower()
+    if name == "widefield":
+        from mlsim_live.recon.widefield import WidefieldReconstructor
+
+        return WidefieldReconstructor(offset_adu=offset_adu, **kw)
+    if name == "wiener":
+        from mlsim_live.recon.wiener import WienerReconstructor
+
+        return WienerReconstructor(optics=optics, offset_adu=offset_adu, **kw)
+    if name == "rcan":
+        try:
+            from mlsim_live.engine.rcan import RCANReconstructor
+
+            return RCANReconstructor(model=model, optics=optics, offset_adu=offset_adu, **kw)
+        except ImportError as exc:
+            raise MLSimError(
+                f"method 'rcan' needs ONNX Runtime (install mlsim-live[cpu] or [gpu]): {exc}"
+            ) from exc
+    raise MLSimError(f"reconstruction method {method!r} is unknown; expected one of {METHODS}")

@@ -1,0 +1,453 @@
+"""Replay recorded raw frames through the live pipeline (grouper -> worker -> sinks), paced or
+as fast as possible, and save the same outputs as a live run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.live.pipeline import Pipeline
+from mlsim_live.live.results import GroupResult
+from mlsim_live.live.sinks import Sink
+from mlsim_live.recon.base import GROUP_SIZE, Reconstructor
+from mlsim_live.replay.sources import FrameSource, describe, open_source
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path("mlsim_replay")
+# Under policy "all": complete groups allowed to wait for the worker before reading pauses.
+DEFAULT_MAX_AHEAD = 4
+
+
+@dataclass(frozen=True)
+class ReplayStats:
+    """How the frames were pushed.
+
+    Attributes
+    ----------
+    frames_pushed : int
+        Raw frames handed to the pipeline.
+    replay_s : float
+        From the first frame read to the pipeline closed (all reconstructions done).
+    push_s : float
+        From the first frame read to the last frame pushed.
+    raw_frames_per_s : float or None
+        ``frames_pushed / replay_s``.
+    fps_requested : float or None
+        The pacing asked for (None: as fast as possible).
+    late_frames : int
+        Paced frames pushed more than one frame period after their due time (reading or
+        back-pressure was slower than ``fps``).
+    stopped : bool
+        The replay was stopped before the end of the source.
+    """
+
+    frames_pushed: int
+    replay_s: float
+    push_s: float
+    raw_frames_per_s: float | None
+    fps_requested: float | None
+    late_frames: int
+    stopped: bool
+
+
+class _ResultCounter:
+    """Sink that counts results and wakes the replay loop when one arrives."""
+
+    def __init__(self) -> None:
+        self.results = 0
+        self._cond = threading.Condition()
+
+    def on_result(self, result: GroupResult) -> None:
+        with self._cond:
+            self.results += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+
+def check_fps(fps: float | None) -> float | None:
+    """Return ``fps`` if it is None or a positive finite number; raise MLSimError otherwise."""
+    if fps is None:
+        return None
+    if not (fps > 0 and fps < float("inf")):
+        raise MLSimError(f"--fps {fps}; expected a positive number of raw frames per second")
+    return float(fps)
+
+
+def replay(
+    source: Iterable[Any],
+    pipeline: Pipeline,
+    fps: float | None = None,
+    *,
+    stop: threading.Event | None = None,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
+    clock: Callable[[], float] = time.monotonic,
+) -> ReplayStats:
+    """Push every frame of ``source`` into ``pipeline``, then close the pipeline.
+
+    Parameters
+    ----------
+    source : FrameSource or iterable of (frame, axes, metadata)
+        The recorded frames.
+    pipeline : Pipeline
+        The live pipeline (grouper, worker, sinks). Closed on return, also on error.
+    fps : float, optional
+        Raw frames per second, paced by ``clock`` (frame ``i`` is due ``i / fps`` after the
+        first; a frame that is more than a period late re-anchors the schedule, as a camera
+        would not burst to catch up). None: as fast as possible.
+    stop : threading.Event, optional
+        Set it (e.g. from the viewer) to end the replay early; the groups already complete are
+        still reconstructed.
+    max_ahead : int
+        Under policy ``all``, reading waits while this many complete groups wait for the
+        worker, so memory stays flat however large the source is.
+    clock : callable
+        Monotonic seconds (tests may pass a fake).
+
+    Returns
+    -------
+    ReplayStats
+
+    Raises
+    ------
+    MLSimError
+        From the source, when a frame cannot be read; the pipeline is closed first.
+    """
+    fps = check_fps(fps)
+    if max_ahead < 1:
+        raise MLSimError(f"max_ahead {max_ahead}; expected at least 1")
+    stop = stop or threading.Event()
+    period = 1.0 / fps if fps else 0.0
+    throttle = pipeline.summary["policy"] == "all"
+    counter = _ResultCounter()
+    if throttle:
+        pipeline.add_sink(counter)
+    frames = late = 0
+    started = clock()
+    due = started
+    pushed_at = started
+    stopped = False
+    try:
+        for frame, axes, metadata in source:
+            if stop.is_set():
+                stopped = True
+                break
+            if fps:
+                now = clock()
+                if due > now:
+                    if stop.wait(due - now):
+                        stopped = True
+                        break
+                elif now - due > period:
+                    late += 1
+                    due = now
+                due += period
+            pipeline.push(frame, axes, metadata)
+            frames += 1
+            if throttle and frames % GROUP_SIZE == 0:
+                _wait_for_worker(pipeline, counter, frames // GROUP_SIZE, max_ahead, stop)
+        pushed_at = clock()
+    finally:
+        pipeline.close()
+    ended = clock()
+    replay_s = ended - started
+    if stopped:
+        log.info("replay stopped after %d frames", frames)
+    if late:
+        log.info("%d frames were pushed late (the source was slower than %s fps)", late, fps)
+    return ReplayStats(
+        frames_pushed=frames,
+        replay_s=round(replay_s, 6),
+        push_s=round(pushed_at - started, 6),
+        raw_frames_per_s=round(frames / replay_s, 3) if replay_s > 0 else None,
+        fps_requested=fps,
+        late_frames=late,
+        stopped=stopped,
+    )
+
+
+def _wait_for_worker(
+    pipeline: Pipeline,
+    counter: _ResultCounter,
+    groups_pushed: int,
+    max_ahead: int,
+    stop: threading.Event,
+) -> None:
+    """Block while ``max_ahead`` complete groups wait for the reconstruction worker."""
+    if groups_pushed - counter.results <= max_ahead:
+        return  # cheap check first: the worker keeps up
+    while not stop.is_set():
+        if pipeline.summary["groups_waiting"] < max_ahead:
+            return
+        counter.wait(0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# a whole replay: source, reconstructor, outputs
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """What a replay reads, how it reconstructs, and where it writes.
+
+    Attributes
+    ----------
+    input : Path
+        A TIFF raw stack or an NDTiff dataset folder.
+    out : Path
+        Output folder for ``<name>_sr.tif`` and ``<name>_summary.json`` (created).
+    name : str or None
+        Output stem; default the input's name (file stem or dataset folder name).
+    fps : float or None
+        Raw frames per second; None: as fast as possible.
+    policy : {"all", "latest"} or None
+        None: ``all`` when ``fps`` is None (every group is reconstructed), ``latest`` with
+        ``fps`` (drops groups when reconstruction is behind, as live).
+    method, model : str, Path or None
+        Reconstruction method and ONNX model (see ``mlsim_live.recon.make_reconstructor``).
+    order : {"angle-major", "phase-major"}
+        Frame order of a plain TIFF stack.
+    angle_axis, phase_axis : str or None
+        Axes that hold angle and phase: TIFF letters (``C``, ``Z``) or NDTiff axis names.
+    pixel_size_um, na, wavelength_nm : float or None
+        Optics; the pixel size defaults to the recording's. With all three known, the
+        reconstructor gets an `Optics` (Wiener OTF, RCAN out-of-distribution check).
+    offset_adu : float or None
+        Camera offset to subtract instead of the reconstructor's own estimate.
+    overwrite : bool
+        Replace existing outputs.
+    """
+
+    input: Path
+    out: Path = DEFAULT_OUT
+    name: str | None = None
+    fps: float | None = None
+    policy: str | None = None
+    method: str = "rcan"
+    model: Path | None = None
+    order: str = "angle-major"
+    angle_axis: str | None = None
+    phase_axis: str | None = None
+    pixel_size_um: float | None = None
+    na: float | None = None
+    wavelength_nm: float | None = None
+    offset_adu: float | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_fps(self.fps)
+        if self.policy not in (None, "all", "latest"):
+            raise MLSimError(f"policy {self.policy!r}; expected 'all' or 'latest'")
+
+    @property
+    def effective_policy(self) -> str:
+        """The queue policy used: the one given, else ``all`` unpaced and ``latest`` paced."""
+        if self.policy is not None:
+            return self.policy
+        return "latest" if self.fps else "all"
+
+
+class ReplayRun:
+    """One replay: the source, the reconstructor, the pipeline and the outputs.
+
+    Build it in the main thread (the model loads here), attach sinks (the viewer) with
+    :meth:`add_sink`, then call :meth:`run` (blocking, any thread); :meth:`stop` ends it early
+    from any thread. The SR file is written to a hidden temporary file and renamed into place
+    when the replay succeeds; on error nothing is left in the output folder.
+
+    Parameters
+    ----------
+    settings : ReplaySettings
+        What to replay.
+    sinks : iterable of Sink
+        More receivers of each reconstruction.
+    reconstructor : Reconstructor, optional
+        Use this instead of building one from ``settings.method``/``settings.model``.
+    source : FrameSource, optional
+        Use this instead of opening ``settings.input``.
+    """
+
+    def __init__(
+        self,
+        settings: ReplaySettings,
+        sinks: Iterable[Sink] = (),
+        reconstructor: Reconstructor | None = None,
+        source: FrameSource | None = None,
+    ) -> None:
+        from mlsim_live.live.writer import check_outputs_free, output_paths
+
+        self.settings = settings
+        s = settings
+        self.source = source or open_source(
+            s.input,
+            order=s.order,
+            angle_axis=s.angle_axis,
+            phase_axis=s.phase_axis,
+            pixel_size_um=s.pixel_size_um,
+        )
+        try:
+            if s.out.exists() and not s.out.is_dir():
+                raise MLSimError(f"--out {s.out} is a file; expected a folder")
+            self.name = s.name or self.source.name
+            self.sr_path, self.summary_path = output_paths(s.out, self.name)
+            check_outputs_free([self.sr_path, self.summary_path], s.overwrite)
+            if reconstructor is None:
+                reconstructor = _make_reconstructor(s, self.source)
+            from mlsim_live.live.processor import warm_up
+
+            warm_up(reconstructor, self.source.frame_shape)
+            self.pipeline = Pipeline(
+                reconstructor,
+                sinks=sinks,
+                policy=s.effective_policy,
+                pixel_size_um=self.source.pixel_size_um,
+                simulated=self.source.simulated,
+            )
+        except BaseException:
+            self.source.close()
+            raise
+        self._stop = threading.Event()
+        self.stats: ReplayStats | None = None
+        log.info(
+            "replay of %s (%s, %d frames of %dx%d) with %s on %s, policy %s, %s",
+            self.source.path,
+            self.source.format,
+            self.source.n_frames,
+            *self.source.frame_shape,
+            self.pipeline.summary["model"],
+            self.pipeline.summary["provider"],
+            s.effective_policy,
+            f"{s.fps:g} raw frames/s" if s.fps else "as fast as possible",
+        )
+
+    @property
+    def simulated(self) -> bool:
+        """The recording came from simulated optics (demo)."""
+        return self.pipeline.simulated
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The pipeline's running summary (for the viewer's status bar)."""
+        return self.pipeline.summary
+
+    def add_sink(self, sink: Sink) -> None:
+        """Attach another sink (e.g. the viewer's) before :meth:`run`."""
+        self.pipeline.add_sink(sink)
+
+    def stop(self) -> None:
+        """End the replay after the groups already complete (thread-safe, idempotent)."""
+        self._stop.set()
+
+    def run(self) -> dict[str, Any]:
+        """Replay, save ``<name>_sr.tif`` and ``<name>_summary.json``; return the summary.
+
+        Raises
+        ------
+        MLSimError
+            Unreadable frames, or no group reconstructed; no output is left behind.
+        """
+        from mlsim_live.io.atomic import atomic_path
+        from mlsim_live.live.writer import SRTiffWriter, write_summary
+
+        s = self.settings
+        created_out = not s.out.exists()
+        try:
+            s.out.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.sr_path, overwrite=s.overwrite) as tmp:
+                writer = SRTiffWriter(tmp, overwrite=True)
+                self.pipeline.add_sink(writer)
+                self.stats = replay(self.source, self.pipeline, s.fps, stop=self._stop)
+                summary = self.pipeline.summary
+                if writer.groups_written == 0 or not tmp.exists():
+                    raise MLSimError(
+                        f"{self.source.path}: no group was reconstructed ("
+                        f"{summary['groups_acquired']} complete groups, {summary['errors']} "
+                        f"failed, {summary['incomplete_groups']} incomplete); expected raw SIM "
+                        "groups of 9 frames that the method can reconstruct"
+                    )
+            summary.update(self._extras(self.stats, summary))
+            write_summary(self.summary_path, summary, overwrite=s.overwrite)
+        except BaseException:
+            if created_out:
+                _remove_if_empty(s.out)
+            raise
+        finally:
+            self.source.close()
+        log.info(
+            "replayed %d frames in %.2f s (%s raw frames/s, %s groups/s): %s",
+            self.stats.frames_pushed,
+            self.stats.replay_s,
+            summary["raw_frames_per_s"],
+            summary["groups_per_s"],
+            self.sr_path,
+        )
+        return summary
+
+    def _extras(self, stats: ReplayStats, summary: dict[str, Any]) -> dict[str, Any]:
+        replay_s = stats.replay_s
+        groups = summary["groups_reconstructed"]
+        return {
+            "input": str(self.source.path),
+            "source": describe(self.source),
+            "raw_frames": stats.frames_pushed,
+            "fps_requested": stats.fps_requested,
+            "late_frames": stats.late_frames,
+            "stopped": stats.stopped,
+            "replay_s": round(replay_s, 3),
+            "raw_frames_per_s": stats.raw_frames_per_s,
+            "groups_per_s": round(groups / replay_s, 3) if replay_s > 0 else None,
+            "sr_file": str(self.sr_path),
+            "summary_file": str(self.summary_path),
+        }
+
+    def close(self) -> None:
+        """Release the source and the pipeline without running (e.g. after a setup error)."""
+        self.pipeline.close()
+        self.source.close()
+
+
+def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
+    """Build the reconstructor of ``settings`` with the optics known from options and source."""
+    from mlsim_live.recon import make_reconstructor
+    from mlsim_live.sim.optics import Optics
+
+    na = settings.na if settings.na is not None else getattr(source, "na", None)
+    wavelength_nm = (
+        settings.wavelength_nm
+        if settings.wavelength_nm is not None
+        else getattr(source, "wavelength_nm", None)
+    )
+    pixel_size_um = source.pixel_size_um
+    optics = None
+    if na is not None and wavelength_nm is not None and pixel_size_um is not None:
+        optics = Optics(na=na, wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um)
+    model = settings.model if settings.method == "rcan" else None
+    options: dict[str, Any] = {}
+    if settings.method == "wiener":
+        # as live (SIMProcessor): the pattern is estimated on the first group and reused
+        options["reuse_estimate"] = True
+    return make_reconstructor(
+        settings.method, model=model, optics=optics, offset_adu=settings.offset_adu, **options
+    )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass

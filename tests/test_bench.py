@@ -1,0 +1,179 @@
+"""`mlsim-live bench`: timing helpers, memory measurement, the report and its JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlsim_live.bench import (
+    ALL_BACKENDS,
+    ORT_CPU,
+    TORCH_CPU,
+    WIENER,
+    BenchConfig,
+    PeakMemory,
+    format_table,
+    run_bench,
+    summarize_ms,
+    time_calls,
+)
+from mlsim_live.cli import main
+from mlsim_live.errors import MLSimError
+
+ROW_KEYS = {
+    "model",
+    "backend",
+    "provider",
+    "precision",
+    "latency_ms",
+    "groups_per_s",
+    "n",
+    "init_s",
+    "peak_mem_mb",
+    "peak_mem_kind",
+    "ratio_vs_torch_eager",
+    "note",
+}
+
+
+def conv_model(path: Path) -> Path:
+    """A one-layer 2x 'super-resolution' ONNX model (3x3 conv, DepthToSpace)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((4, 9, 3, 3)).astype(np.float32) * 0.1
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("DepthToSpace", ["c"], ["output"], blocksize=2),
+        ],
+        "conv_sr",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 9, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_time_calls_stops_after_the_time_budget() -> None:
+    calls = []
+    times = time_calls(lambda: calls.append(1), repeats=1000, max_time_s=0.0, warmup=2)
+    assert len(times) == 3 and len(calls) == 5  # 2 warm-up + the minimum of 3 timed runs
+    assert len(time_calls(lambda: None, repeats=2, max_time_s=0.0)) == 2
+
+
+def test_summarize_ms() -> None:
+    stats = summarize_ms([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["p50"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 100.0
+    assert 4.0 < stats["p95"] < 100.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peak_memory_sees_a_temporary_allocation() -> None:
+    with PeakMemory() as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB, touched
+        del block
+    assert mem.mb is not None and mem.mb > 40
+    with PeakMemory() as small:
+        np.ones(1000)
+    assert small.mb is not None and small.mb < 40  # the earlier peak does not leak in
+
+
+def test_bench_config_is_checked() -> None:
+    with pytest.raises(MLSimError, match="unknown backends"):
+        BenchConfig(backends=("ort-opencl",))
+    with pytest.raises(MLSimError, match="size"):
+        BenchConfig(size=8)
+
+
+def test_bench_onnx_file_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = conv_model(tmp_path / "conv_sr.onnx")
+    report = run_bench(
+        BenchConfig(size=64, repeats=2, models=(str(model),), backends=(ORT_CPU, "ort-cuda"))
+    )
+    (row,) = report["results"]
+    assert set(row) == ROW_KEYS
+    assert row["model"] == "conv_sr.onnx" and row["backend"] == ORT_CPU
+    assert row["provider"] == "CPUExecutionProvider" and row["n"] == 2
+    assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p95"] * (1 + 1e-9)
+    assert row["groups_per_s"] == pytest.approx(1e3 / row["latency_ms"]["p50"])
+    assert report["input"]["shape"] == [9, 64, 64]
+    assert report["machine"]["physical_cores"] >= 1 and report["machine"]["cpu_model"]
+    text = format_table(report)
+    assert "conv_sr.onnx" in text and "p50 ms" in text
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert any(s["backend"] == "ort-cuda" for s in report["skipped"])
+
+
+@pytest.mark.slow
+def test_cli_bench_writes_json_with_expected_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    has_torch = True
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        has_torch = False
+    model = conv_model(tmp_path / "conv_sr.onnx")
+    out = tmp_path / "bench.json"
+    models = f"{model},tiny"
+    rc = main(
+        [
+            "bench",
+            "--size",
+            "64",
+            "--repeats",
+            "2",
+            "--models",
+            models,
+            "--parity",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert {"date", "machine", "config", "input", "results", "skipped", "notes"} <= set(report)
+    assert report["config"]["size"] == 64 and report["config"]["backends"] == list(ALL_BACKENDS)
+    for row in report["results"]:
+        assert set(row) == ROW_KEYS
+        assert {"p50", "p95"} <= set(row["latency_ms"])
+    backends = {(r["model"], r["backend"]) for r in report["results"]}
+    assert ("conv_sr.onnx", ORT_CPU) in backends
+    if has_torch:
+        tiny = "tiny (random weights)"
+        assert (tiny, TORCH_CPU) in backends
+        by = {(r["model"], r["backend"]): r for r in report["results"]}
+        if (tiny, ORT_CPU) in by:
+            (parity,) = [p for p in report["parity"] if p["model"] == tiny]
+            assert parity["reference"] == TORCH_CPU
+            assert parity["diffs"][ORT_CPU]["max_abs_rel"] < 1e-4  # same weights, same result
+            ratio = by[(tiny, ORT_CPU)]["ratio_vs_torch_eager"]
+            p50s = (
+                by[(tiny, TORCH_CPU)]["latency_ms"]["p50"],
+                by[(tiny, ORT_CPU)]["latency_ms"]["p50"],
+            )
+            assert ratio == pytest.approx(p50s[0] / p50s[1])
+    else:
+        assert any(s["model"] == "tiny" for s in report["skipped"])
+    wiener_rows = [r for r in report["results"] if r["backend"] == WIENER]
+    wiener_skips = [s for s in report["skipped"] if s["backend"] == WIENER]
+    assert len(wiener_rows) + len(wiener_skips) == 1
+    printed = capsys.readouterr().out
+    assert "p50 ms" in printed and "conv_sr.onnx" in printed
+    # an existing JSON is never overwritten without --overwrite, and nothing is timed first
+    before = out.read_bytes()
+    assert main(["bench", "--size", "64", "--models", str(model), "--json", str(out)]) == 2
+    assert out.read_bytes() == before
+    assert not list(tmp_path.glob(".bench.json*"))
