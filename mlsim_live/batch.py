@@ -283,6 +283,9 @@ def dask_executor(address: str) -> Iterator[DaskExecutor]:
         raise MLSimError(
             "--dask needs the 'distributed' package; expected `pip install mlsim-live[dask]`"
         ) from exc
+    if not log.isEnabledFor(logging.DEBUG):  # Dask's INFO chatter would bury our own lines
+        for name in ("distributed", "distributed.http.proxy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     cluster = None
     try:
         if address == "local":

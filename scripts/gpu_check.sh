@@ -12,8 +12,9 @@
 #   --budget-s wall-clock limit of the bench step (default 210)
 #   --cpu      dry run without a GPU: small size, tiny models, no installs
 #
-# Writes: OUT/bench_gpu.json (the bench with its "parity" section) and OUT/gpu_check.json (what
-# was installed, what ran, and why anything was skipped).
+# Writes: OUT/bench_gpu.json (the bench with its "parity" section), OUT/gpu_check.json (what
+# was installed, what ran, and why anything was skipped), OUT/engine_tests.xml (the engine tests,
+# whose CUDA cases run only where CUDA works) and OUT/gpu_check.log.
 set -u -o pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
     --python) PY="$2"; shift 2 ;;
     --budget-s) BUDGET_S="$2"; shift 2 ;;
     --cpu) CPU_ONLY=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -93,6 +94,19 @@ if [ "$CPU_ONLY" = 0 ]; then
   log "onnxruntime-gpu: $ORT_GPU_STATUS"
 fi
 
+TESTS_RC="skipped (no pytest)"
+if "$PY" -c "import pytest" >/dev/null 2>&1; then
+  log "engine tests (CUDA vs CPU parity on a small model included when CUDA works)"
+  if (cd "$REPO" && timeout 120 "$PY" -m pytest -q -p no:cacheprovider \
+      tests/test_engine_rcan.py tests/test_engine_providers.py \
+      --junitxml "$OUT_DIR/engine_tests.xml" >>"$LOG" 2>&1); then
+    TESTS_RC=0
+  else
+    TESTS_RC=$?
+  fi
+  log "engine tests exit code: $TESTS_RC"
+fi
+
 BENCH_JSON="$OUT_DIR/bench_gpu.json"
 rm -f "$BENCH_JSON"
 log "bench: size $SIZE, models $MODELS, repeats $REPEATS, budget ${BUDGET_S}s"
@@ -102,19 +116,21 @@ timeout "$BUDGET_S" "$PY" -c 'import sys; from mlsim_live.cli import main; sys.e
   --json "$BENCH_JSON" 2>&1 | tee -a "$LOG" || BENCH_RC=$?
 log "bench exit code: $BENCH_RC"
 
-"$PY" - "$OUT_DIR/gpu_check.json" "$BENCH_JSON" "$ORT_GPU_STATUS" "$BENCH_RC" "$CPU_ONLY" <<'PYEOF'
+"$PY" - "$OUT_DIR/gpu_check.json" "$BENCH_JSON" "$ORT_GPU_STATUS" "$BENCH_RC" "$CPU_ONLY" \
+  "$TESTS_RC" <<'PYEOF'
 """Summarize the environment and the bench into gpu_check.json."""
 import datetime
 import json
 import os
 import sys
 
-out, bench_json, ort_status, bench_rc, cpu_only = sys.argv[1:6]
+out, bench_json, ort_status, bench_rc, cpu_only, tests_rc = sys.argv[1:7]
 info = {
     "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     "mode": "cpu dry run" if cpu_only == "1" else "gpu",
     "onnxruntime_gpu": ort_status,
     "bench_exit_code": int(bench_rc),
+    "engine_tests_exit_code": tests_rc,
     "bench_json": bench_json if os.path.exists(bench_json) else None,
     "notes": [],
 }

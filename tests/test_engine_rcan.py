@@ -303,3 +303,18 @@ def test_io_binding_path_matches_plain_run(model_path: Path) -> None:
     for a, b in zip(plain, bound):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-4)
     np.testing.assert_array_equal(again, bound[1])
+
+
+def test_cuda_matches_cpu_when_a_gpu_is_present(model_path: Path) -> None:
+    """Runs on GPU machines only (scripts/gpu_check.sh); skipped in CI."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA execution provider")
+    group = sim_group((100, 130), seed=5)
+    cpu = RCANReconstructor(model_path, provider="cpu", warmup=False).reconstruct(group)
+    gpu = RCANReconstructor(model_path, provider="cuda", warmup=(100, 130))
+    if gpu.provider != "CUDAExecutionProvider":
+        pytest.skip(f"CUDA could not start here ({gpu.provider})")
+    np.testing.assert_allclose(gpu.reconstruct(group), cpu, atol=1e-3 * float(np.abs(cpu).max()))
+    half = RCANReconstructor(model_path, provider="cuda", fp16=True, warmup=False)
+    assert half.fp16
+    np.testing.assert_allclose(half.reconstruct(group), cpu, atol=2e-2 * float(np.abs(cpu).max()))

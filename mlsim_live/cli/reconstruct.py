@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         LocalExecutor,
         ReadOptions,
         ReconConfig,
+        cached_reconstructor,
         dask_executor,
         plan_jobs,
         reconstruct_files,
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         pixel_size_um=args.pixel_size_um,
         offset_adu=args.offset,
     )
+    # Build the reconstructor once up front: a bad model fails here in one line, not per file.
+    cached_reconstructor(config, None)
     jobs, failed = plan_jobs(args.inputs, args.out)
     progress = False if args.quiet else None
     if not jobs:

@@ -14,12 +14,13 @@ What can be checked, and how reliably:
 - **Pattern frequency**: as a fraction of the OTF cutoff when the optics are known; otherwise
   in cycles per pixel against the range that the trained optics and fractions span (wide, so
   only gross mismatches show). Only trusted when the pattern peak stands out (contrast >= 8
-  without optics, >= 3 with them): a weak peak means the estimate itself is unreliable.
+  without optics, >= 6 with them; pure noise gives 3-5): a weak peak is no measurement.
 - **Modulation**: the estimate is biased low at low SNR, so it is checked only at SNR >= 15
   and flagged below 60 % of the trained minimum.
-- **Signal**: flagged when the peak signal is below the noise (SNR < 1), i.e. weaker than the
-  weakest training data (10 photons). Photon counts themselves cannot be measured without the
-  camera gain, so brighter-than-trained data is not flagged (it is also harmless).
+- **Signal**: flagged when the estimator's SNR is below 1.5, i.e. the group can hardly be told
+  from pure noise (which gives about 1.25; the weakest training data, 10 photons, gives 2-3.5),
+  or when no signal can be measured at all. Photon counts themselves cannot be measured without
+  the camera gain, so brighter-than-trained data is not flagged (it is also harmless).
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ RANGE_KEYS = (
     "modulation",
     "peak_photons",
 )
-MIN_CONTRAST_WITH_OPTICS = 3.0
+MIN_CONTRAST_WITH_OPTICS = 6.0
 MIN_CONTRAST_WITHOUT_OPTICS = 8.0
 MIN_SNR_FOR_MODULATION = 15.0
 MODULATION_FACTOR = 0.6
+MIN_SNR = 1.5
 FREQUENCY_MARGIN = 0.03  # fraction of the cutoff
 CYCLES_MARGIN = 0.05  # relative
 
@@ -213,10 +215,10 @@ class OODChecker:
             return [*reasons, f"no SIM signal could be measured ({exc})"]
         self.last_estimate = est
         snr = est.snr
-        if snr is not None and snr < 1.0:
+        if snr is not None and snr < MIN_SNR:
             low = self.ranges.peak_photons[0] if self.ranges.peak_photons else None
-            trained = f" (trained down to {low:g} photons)" if low is not None else ""
-            reasons.append(f"signal is below the noise (SNR {snr:.2f}){trained}")
+            trained = f"; trained down to {low:g} photons" if low is not None else ""
+            reasons.append(f"signal is at the noise level (SNR {snr:.2f}{trained})")
         contrast = min(p.peak_contrast for p in est.patterns)
         if self.optics is not None:
             ff = self.ranges.frequency_fraction

@@ -469,10 +469,18 @@ def read_raw_stack(
         frame_index, frame_shape, layout, used_order = _frame_index(
             path, full_shape, full_axes, order, angle_axis, phase_axis
         )
-        pixel_size_um, na, wavelength_nm = _physical_metadata(path, tif, fmt)
-        reader = _make_reader(
-            path, tif, series, dataoffset, keyframe, full_shape, frame_shape, dtype
-        )
+        with _capture_tifffile_log() as tlog:  # page offsets may be read only now
+            pixel_size_um, na, wavelength_nm = _physical_metadata(path, tif, fmt)
+            reader = _make_reader(
+                path, tif, series, dataoffset, keyframe, full_shape, frame_shape, dtype
+            )
+        errors = tlog.errors()
+        if errors:
+            reader.close()
+            raise MLSimError(
+                f"{path}: TIFF is truncated or corrupt ({errors[0]}); expected a complete TIFF"
+            )
+        tlog.relog_warnings(path)
         if isinstance(reader, _ContiguousFrames):
             tif.close()
     except BaseException:

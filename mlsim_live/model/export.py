@@ -81,7 +81,7 @@ def _onnx_session(path: Path) -> Any:
 
 
 def parity_inputs(
-    model: RCAN, sizes: tuple[int, ...] = (32, 45), seed: int = 0
+    model: RCAN, sizes: tuple[int, ...] = (24, 37), seed: int = 0
 ) -> list[np.ndarray]:
     """Random and simulated normalized inputs of two sizes, shaped ``(1, 9, H, W)``."""
     from mlsim_live.normalization import normalization_for
@@ -130,7 +130,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     card: dict[str, Any] | None = None,
-    parity_sizes: tuple[int, ...] = (32, 45),
+    parity_sizes: tuple[int, ...] = (24, 37),
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX with its model card next to it; return the card.
 
@@ -172,7 +172,7 @@ def export_onnx(
     reference.eval()
     module: torch.nn.Module = _HalfPrecision(model) if fp16 else model
     c = model.config.in_channels
-    dummy = torch.zeros(1, c, 32, 32, dtype=torch.float32)
+    dummy = torch.zeros(1, c, 16, 16, dtype=torch.float32)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

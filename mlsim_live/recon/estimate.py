@@ -26,7 +26,7 @@ SEARCH_FROM_DATA_MAX = 1.7
 #: Without optics, the cutoff is raised to at least the pattern frequency over this.
 MAX_DATA_PATTERN_FRACTION = 0.95
 #: Largest accepted deviation of a measured phase step from 2pi/3 before falling back to nominal.
-MAX_PHASE_STEP_ERROR_RAD = 0.6
+MAX_PHASE_STEP_ERROR_RAD = 1.0
 #: Regularization of the Wiener-deconvolved band 0 used as the correlation template.
 TEMPLATE_WIENER = 0.05
 #: Band 0's lowest frequencies (haze, uneven illumination) are left out of the template.
