@@ -58,58 +58,84 @@ def replay_file(path: Path, out: Path, method: str, model: str | None) -> dict:
     return ReplayRun(settings).run()
 
 
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MB (Linux /proc, ru_maxrss)."""
-    current = float("nan")
+def memory_mb() -> dict[str, float]:
+    """Resident memory of this process in MB: now, its peak (VmHWM), and ``ru_maxrss``.
+
+    ``ru_maxrss`` survives ``exec``: a child started from a large parent reports at least the
+    parent's size at the fork. The orchestrating process therefore stays small and imports
+    nothing heavy; VmHWM (Linux) is the peak of this process image alone.
+    """
+    figures = {"rss_mb": float("nan"), "hwm_mb": float("nan")}
     status = Path("/proc/self/status")
     if status.is_file():
         for line in status.read_text().splitlines():
             if line.startswith("VmRSS:"):
-                current = int(line.split()[1]) / 1024
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024**2
-    return current, peak
+                figures["rss_mb"] = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                figures["hwm_mb"] = int(line.split()[1]) / 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    figures["ru_maxrss_mb"] = maxrss / 1024 if sys.platform != "darwin" else maxrss / 1024**2
+    return {k: round(v, 1) for k, v in figures.items()}
 
 
-def child_memory(path: str, out: str) -> None:
-    """In a fresh process: replay ``path`` with widefield, print JSON with the memory figures."""
+def child_make(path: str, n_groups: str, frame: str) -> dict:
+    make_stack(Path(path), int(n_groups), int(frame))
+    return {"file": path, "file_gb": round(os.path.getsize(path) / 1e9, 3)}
+
+
+def child_throughput(path: str, out: str, method: str, model: str) -> dict:
+    summary = replay_file(Path(path), Path(out), method, model or None)
+    return {
+        "groups": summary["groups_reconstructed"],
+        "raw_frames_per_s": summary["raw_frames_per_s"],
+        "groups_per_s": summary["groups_per_s"],
+        "reconstruct_ms_p50": summary["reconstruct_ms"]["p50"],
+        "latency_ms_p50": summary["latency_ms"]["p50"],
+        "model": summary["model"],
+        "provider": summary["provider"],
+    }
+
+
+def child_memory(path: str, out: str) -> dict:
+    """Replay ``path`` with widefield; the memory figures before and after."""
     # imported first, so that the baseline holds the libraries and the peak adds the replay
     import tifffile  # noqa: F401
 
     import mlsim_live.recon.widefield
     import mlsim_live.replay  # noqa: F401
 
-    before_mb, _ = rss_mb()
+    before = memory_mb()
     started = time.perf_counter()
     summary = replay_file(Path(path), Path(out), "widefield", None)
     wall_s = time.perf_counter() - started
-    _, peak_mb = rss_mb()
-    print(
-        json.dumps(
-            {
-                "file": path,
-                "file_gb": round(os.path.getsize(path) / 1e9, 3),
-                "sr_file_gb": round(os.path.getsize(summary["sr_file"]) / 1e9, 3),
-                "rss_after_imports_mb": round(before_mb, 1),
-                "peak_rss_mb": round(peak_mb, 1),
-                "wall_s": round(wall_s, 2),
-                "raw_frames": summary["raw_frames"],
-                "groups_reconstructed": summary["groups_reconstructed"],
-                "raw_frames_per_s": summary["raw_frames_per_s"],
-                "groups_per_s": summary["groups_per_s"],
-            }
-        )
-    )
+    after = memory_mb()
+    return {
+        "file_gb": round(os.path.getsize(path) / 1e9, 3),
+        "sr_file_gb": round(os.path.getsize(summary["sr_file"]) / 1e9, 3),
+        "rss_after_imports_mb": before["rss_mb"],
+        "peak_rss_mb": after["hwm_mb"],
+        "ru_maxrss_mb": after["ru_maxrss_mb"],
+        "wall_s": round(wall_s, 2),
+        "raw_frames": summary["raw_frames"],
+        "groups_reconstructed": summary["groups_reconstructed"],
+        "raw_frames_per_s": summary["raw_frames_per_s"],
+        "groups_per_s": summary["groups_per_s"],
+    }
 
 
-def measure_memory(path: Path, out: Path) -> dict:
-    """Run `child_memory` in a fresh interpreter so that its peak RSS is its own."""
+CHILDREN = {"make": child_make, "throughput": child_throughput, "memory": child_memory}
+
+
+def in_child(kind: str, *args: object) -> dict:
+    """Run ``CHILDREN[kind](*args)`` in a fresh interpreter; return its JSON result."""
     result = subprocess.run(
-        [sys.executable, __file__, "--child", str(path), str(out)],
-        check=True,
+        [sys.executable, __file__, "--child", kind, *map(str, args)],
         capture_output=True,
         text=True,
     )
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr)
+        raise SystemExit(f"{kind} {args} failed with exit code {result.returncode}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -118,7 +144,8 @@ def main() -> int:
         description=__doc__,
         epilog="Example: python scripts/replay_memory.py --size-gb 3 --model MODEL.onnx "
         "--json replay.json. The stacks are simulated SIM groups, repeated; every file made "
-        "(raw stacks, reconstructions) is deleted at the end unless --keep.",
+        "(raw stacks, reconstructions) is deleted at the end unless --keep. Each step runs in "
+        "its own process, so each peak memory figure is that of the replay alone.",
     )
     parser.add_argument("--size-gb", type=float, default=3.0, help="large file size (default 3)")
     parser.add_argument("--small-gb", type=float, default=0.2, help="small file (default 0.2)")
@@ -132,13 +159,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files")
     parser.add_argument("--skip-memory", action="store_true", help="throughput only")
-    parser.add_argument("--child", nargs=2, metavar=("FILE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_memory(*args.child)
+        kind, *rest = args.child
+        print(json.dumps(CHILDREN[kind](*rest)))
         return 0
-
-    from mlsim_live.paths import has_default_model
 
     scratch = Path(tempfile.mkdtemp(prefix="mlsim_replay_", dir=args.scratch))
     group_bytes = GROUP_FRAMES * args.frame * args.frame * 2
@@ -147,37 +173,32 @@ def main() -> int:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         },
         "frame": [args.frame, args.frame],
         "throughput": {},
         "memory": [],
     }
     try:
-        small = make_stack(scratch / "throughput.tif", args.throughput_groups, args.frame)
+        small = scratch / "throughput.tif"
+        in_child("make", small, args.throughput_groups, args.frame)
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-            if method == "rcan" and not (args.model or has_default_model()):
+            model = args.model if method == "rcan" else None
+            if method == "rcan" and model is None and not _has_default_model():
                 print("rcan: skipped (no --model and no default model installed)")
                 continue
-            model = args.model if method == "rcan" else None
-            summary = replay_file(small, scratch / f"out_{method}", method, model)
-            figures = {
-                "groups": summary["groups_reconstructed"],
-                "raw_frames_per_s": summary["raw_frames_per_s"],
-                "groups_per_s": summary["groups_per_s"],
-                "reconstruct_ms_p50": summary["reconstruct_ms"]["p50"],
-                "model": summary["model"],
-                "provider": summary["provider"],
-            }
+            figures = in_child("throughput", small, scratch / f"out_{method}", method, model or "")
             report["throughput"][method] = figures
-            print(f"throughput {method}: {json.dumps(figures)}")
+            print(f"throughput {method}: {json.dumps(figures)}", flush=True)
             shutil.rmtree(scratch / f"out_{method}")
         if not args.skip_memory:
             for size_gb in (args.small_gb, args.size_gb):
                 n_groups = max(1, int(size_gb * 1e9 / group_bytes))
-                path = make_stack(scratch / f"raw_{size_gb:g}gb.tif", n_groups, args.frame)
-                figures = measure_memory(path, scratch / "out_memory")
+                path = scratch / f"raw_{size_gb:g}gb.tif"
+                in_child("make", path, n_groups, args.frame)
+                figures = in_child("memory", path, scratch / "out_memory")
                 report["memory"].append(figures)
-                print(f"memory: {json.dumps(figures)}")
+                print(f"memory: {json.dumps(figures)}", flush=True)
                 if not args.keep:
                     path.unlink()
                     shutil.rmtree(scratch / "out_memory")
@@ -189,6 +210,12 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _has_default_model() -> bool:
+    from mlsim_live.paths import has_default_model  # light: no model is loaded
+
+    return has_default_model()
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def run_replay(tmp_path: Path, input_path: Path, **kwargs) -> tuple[dict, np.nda
     return summary, tifffile.imread(summary["sr_file"])
 
 
-def only_final_outputs(folder: Path) -> list[str]:
+def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
@@ -133,7 +133,7 @@ def test_plain_angle_major(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sr, expected_sr(groups))
     assert summary["groups_reconstructed"] == 3 and summary["raw_frames"] == 27
     assert Path(summary["sr_file"]).name == "plain_sr.tif"
-    assert only_final_outputs(tmp_path / "out") == ["plain_sr.tif", "plain_summary.json"]
+    assert files_in(tmp_path / "out") == ["plain_sr.tif", "plain_summary.json"]
 
 
 def test_plain_phase_major(tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_existing_outputs_need_overwrite(tmp_path: Path, patched_reconstructor, 
     args = ["replay", str(path), "--out", str(out), "--headless", "--method", "widefield"]
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
-    assert only_final_outputs(out) == ["plain_summary.json"]
+    assert files_in(out) == ["plain_summary.json"]
     assert (out / "plain_summary.json").read_text() == "{}"
     assert main([*args, "--overwrite"]) == 0
     assert json.loads((out / "plain_summary.json").read_text())["groups_reconstructed"] == 1
@@ -340,7 +340,7 @@ def test_corrupt_frames_mid_stream_leave_no_output(
     assert cli_replay(path, out) == 2
     assert_one_error_line(capsys.readouterr().err, "zlib.tif", "frames 9-17")
     assert patched_reconstructor[0].calls == 1  # group 0 was reconstructed before the error
-    assert only_final_outputs(out) == []  # and its partial SR file is gone
+    assert files_in(out) == []  # and its partial SR file is gone
 
 
 def test_frame_count_not_a_multiple_of_nine(tmp_path: Path, capsys) -> None:

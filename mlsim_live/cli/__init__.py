@@ -25,6 +25,7 @@ COMMANDS = (
     "replay",
     "train",
     "export",
+    "evaluate",
     "bench",
 )
 

@@ -30,7 +30,7 @@ from mlsim_live.recon.widefield import (
     pad_half_spectrum,
     quarter_pixel_shift,
     smooth_spectrum,
-    upsample2_linear,
+    upsample2_cubic,
 )
 from mlsim_live.sim.optics import Optics, incoherent_otf
 
@@ -119,7 +119,7 @@ class WienerReconstructor:
     the 2x grid; inverse FFT, multiplication by ``exp(-2 pi i k.x)`` (exact sub-pixel shift);
     the Wiener filter times the apodization; inverse FFT. Band -1 is the complex conjugate of
     band +1 for real data, so each angle costs one 2x-grid transform. The smooth part of band 0
-    is added back, upsampled bilinearly.
+    is added back, upsampled by cubic interpolation.
     """
 
     name = "wiener"
@@ -356,7 +356,7 @@ class WienerReconstructor:
         out = sfft.irfft2(num, s=(2 * h, 2 * w), workers=wk, overwrite_x=True)
         # add back band 0's smooth part (its low frequencies need no deconvolution)
         smooth = sfft.irfft2(smooth0, s=(h, w), workers=wk) * np.float32(1.0 / N_ANGLES)
-        out += upsample2_linear(smooth.astype(np.float32, copy=False))
+        out += upsample2_cubic(smooth.astype(np.float32, copy=False))
         return out.astype(np.float32, copy=False)
 
 
