@@ -44,7 +44,7 @@ class WidefieldReconstructor:
             )
         self.offset_adu = offset_adu
         self.upsampling = upsampling
-        self._factors: dict[tuple[int, int], tuple] = {}
+        self._cache: tuple[tuple[int, int], tuple] | None = None
 
     def reconstruct(self, group: np.ndarray) -> np.ndarray:
         """Mean of the frames minus the background, as a (2H, 2W) float32 image."""
@@ -56,12 +56,17 @@ class WidefieldReconstructor:
         return fourier_upsample2(wf, self._get_factors(wf.shape))
 
     def _get_factors(self, shape: tuple[int, int]) -> tuple:
-        if shape not in self._factors:
-            h, w = shape
-            fy = sfft.fftfreq(2 * h, d=0.5)[:, None]
-            fx = sfft.rfftfreq(2 * w, d=0.5)[None, :]
-            self._factors = {shape: (border_factors(shape), quarter_pixel_shift(fy, fx))}
-        return self._factors[shape]
+        if self._cache is None or self._cache[0] != shape:
+            self._cache = (shape, upsampling_factors(shape))
+        return self._cache[1]
+
+
+def upsampling_factors(shape: tuple[int, int]) -> tuple:
+    """What `fourier_upsample2` precomputes for one frame shape."""
+    h, w = shape
+    fy = sfft.fftfreq(2 * h, d=0.5)[:, None]
+    fx = sfft.rfftfreq(2 * w, d=0.5)[None, :]
+    return border_factors(shape), (4.0 * quarter_pixel_shift(fy, fx)).astype(np.complex64)
 
 
 def fourier_upsample2(img: np.ndarray, factors: tuple | None = None) -> np.ndarray:
@@ -73,15 +78,12 @@ def fourier_upsample2(img: np.ndarray, factors: tuple | None = None) -> np.ndarr
     """
     img = np.asarray(img, dtype=np.float32)
     h, w = img.shape
-    if factors is None:
-        fy = sfft.fftfreq(2 * h, d=0.5)[:, None]
-        fx = sfft.rfftfreq(2 * w, d=0.5)[None, :]
-        factors = (border_factors((h, w)), quarter_pixel_shift(fy, fx))
-    border, shift = factors
+    border, shift = upsampling_factors((h, w)) if factors is None else factors
     spec = sfft.rfft2(img, workers=-1)
     smooth = smooth_spectrum(img, border, half=True)
     spec -= smooth
-    big = pad_half_spectrum(spec, (2 * h, w + 1)) * (4.0 * shift)
+    big = pad_half_spectrum(spec, (2 * h, w + 1))
+    big *= shift
     out = sfft.irfft2(big, s=(2 * h, 2 * w), workers=-1)
     out += upsample2_cubic(sfft.irfft2(smooth, s=(h, w), workers=-1).astype(np.float32))
     return out.astype(np.float32, copy=False)
@@ -133,13 +135,23 @@ def smooth_spectrum(
 
 
 def pad_half_spectrum(spec: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
-    """Zero-pad an rfft2 half spectrum (H, W//2+1) into a larger half spectrum grid."""
-    h = spec.shape[0]
+    """Zero-pad the rfft2 half spectrum (H, W//2+1) of an H x W image into the half spectrum
+    ``out_shape = (2H, W+1)`` of the 2H x 2W grid, keeping frequencies.
+
+    Nyquist rows and columns of an even-sized image are split evenly between the positive and
+    negative frequency, as band-limited interpolation requires.
+    """
+    h, n = spec.shape
+    w = out_shape[1] - 1
     out = np.zeros(out_shape, dtype=spec.dtype)
     hy = (h + 1) // 2
-    n = spec.shape[1]
     out[:hy, :n] = spec[:hy]
     out[out_shape[0] - (h - hy) :, :n] = spec[hy:]
+    if h % 2 == 0:
+        out[h // 2, :n] = 0.5 * out[out_shape[0] - h // 2, :n]
+        out[out_shape[0] - h // 2, :n] *= 0.5
+    if w % 2 == 0:
+        out[:, n - 1] *= 0.5
     return out
 
 
