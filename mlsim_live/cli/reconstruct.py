@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from mlsim_live.errors import MLSimError
 
-    method, model = _method_and_model(args)
-    _check_optics(args)
+    method, model = method_and_model(args)
+    check_optics(args)
     if args.out.exists() and not args.out.is_dir():
         raise MLSimError(f"--out {args.out} is a file; expected a folder")
     axes = (args.angle_axis, args.phase_axis)
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     return _report(outcomes)
 
 
-def _method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
+def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The method, and the model file for rcan (the default model when none is given)."""
     from mlsim_live.errors import MLSimError
     from mlsim_live.paths import default_model_path, has_default_model
@@ -147,7 +147,7 @@ def _method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     return method, args.model
 
 
-def _check_optics(args: argparse.Namespace) -> None:
+def check_optics(args: argparse.Namespace) -> None:
     """Range-check the optics options once, before any file is read."""
     from dataclasses import replace
 

@@ -85,13 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the input; print the outputs and the throughput."""
-    from mlsim_live.cli.reconstruct import _check_optics, _method_and_model
+    from mlsim_live.cli.reconstruct import check_optics, method_and_model
     from mlsim_live.errors import MLSimError
     from mlsim_live.replay import ReplayRun, ReplaySettings
     from mlsim_live.viewer import viewer_enabled
 
-    method, model = _method_and_model(args)
-    _check_optics(args)
+    method, model = method_and_model(args)
+    check_optics(args)
     if (args.na is None) != (args.wavelength_nm is None):
         raise MLSimError("--na and --wavelength-nm go together; expected both or neither")
     show = viewer_enabled(args.headless)

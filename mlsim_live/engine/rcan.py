@@ -230,7 +230,9 @@ class RCANReconstructor:
         if hp <= self.tile_size and wp <= self.tile_size:
             y = self._run_one(x)
         else:
-            y = run_tiled(x, self._run_one, self.scale, self.tile_size, self.tile_overlap)
+            y = run_tiled(
+                x, self._run_one, self.scale, self.tile_size, self.tile_overlap, self.multiple
+            )
         s = self.scale
         return norm.invert(np.ascontiguousarray(y[: s * h, : s * w]))
 

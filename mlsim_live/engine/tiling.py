@@ -45,6 +45,20 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
+def fit_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    """The tile length actually used along an axis: as few tiles as ``tile`` allows, but each
+    only as long as needed (a multiple of ``multiple``), so little work is repeated.
+
+    E.g. 1104 pixels with tiles of at most 1024 and 32 overlap: two tiles of 568, not 1024.
+    """
+    if length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    fitted = math.ceil((length + (n - 1) * overlap) / n)
+    fitted = math.ceil(fitted / multiple) * multiple
+    return min(fitted, tile) if tile % multiple == 0 else fitted
+
+
 def _rise(coords: np.ndarray, start: float, width: float) -> np.ndarray:
     """Raised-cosine step from 0 to 1 over ``[start, start + width)`` (pixel centers)."""
     t = np.clip((coords + 0.5 - start) / width, 0.0, 1.0)
@@ -55,15 +69,17 @@ def axis_weights(length: int, tile: int, overlap: int, scale: int) -> list[tuple
     """Blending weights along one axis, on the output grid (``scale`` x finer).
 
     Returns one ``(output start, weights of length scale*tile)`` per tile. Between two
-    neighbouring tiles a raised-cosine ramp of ``scale*overlap`` output pixels is centred in the
-    pixels they share: tile ``i`` gets ``R_i - R_{i+1}`` with ``R_i`` the rising ramp at its left
-    boundary (``R_0 = 1``, ``R_n = 0``), so the weights of all tiles sum to exactly 1 and fall
-    to 0 before each tile's edge, where the network sees the least context.
+    neighbouring tiles a raised-cosine ramp over half the overlap (``scale*overlap/2`` output
+    pixels) is centred in the pixels they share: tile ``i`` gets ``R_i - R_{i+1}`` with ``R_i``
+    the rising ramp at its left boundary (``R_0 = 1``, ``R_n = 0``), so the weights of all tiles
+    sum to exactly 1, and each tile's outer quarter-overlap, where the network sees the least
+    context, gets weight 0 (a ramp over the whole overlap leaves visible edge effects: about
+    100x larger differences from the untiled result).
     """
     starts = tile_starts(length, tile, overlap)
     if len(starts) == 1:
         return [(0, np.ones(scale * min(length, tile), dtype=np.float32))]
-    width = float(scale * overlap)
+    width = float(scale * overlap) / 2.0
     ramps: list[float] = []  # output start of the ramp between tile i-1 and tile i
     for i in range(1, len(starts)):
         shared_lo, shared_hi = starts[i], starts[i - 1] + tile
@@ -84,6 +100,7 @@ def run_tiled(
     scale: int,
     tile: int,
     overlap: int,
+    multiple: int = 1,
 ) -> np.ndarray:
     """Run ``run`` on overlapping tiles of ``x (C, H, W)`` and blend the outputs.
 
@@ -98,14 +115,17 @@ def run_tiled(
     scale : int
         Output pixels per input pixel.
     tile, overlap : int
-        Tile size and minimum overlap, input pixels.
+        Largest tile size and minimum overlap, input pixels. The tiles actually used are
+        shortened to what covers the frame (`fit_tile`).
+    multiple : int
+        Tile sides are multiples of this (the model's size multiple).
 
     Returns
     -------
     ndarray, (scale*H, scale*W), float32
     """
     _, h, w = x.shape
-    th, tw = min(tile, h), min(tile, w)
+    th, tw = fit_tile(h, tile, overlap, multiple), fit_tile(w, tile, overlap, multiple)
     wy = axis_weights(h, th, overlap, scale)
     wx = axis_weights(w, tw, overlap, scale)
     out = np.zeros((scale * h, scale * w), dtype=np.float32)

@@ -129,12 +129,11 @@ class SIMProcessor:
         reconstructor_options: Mapping[str, Any] | None = None,
     ) -> None:
         if reconstructor is None:
-            from mlsim_live.recon import make_reconstructor
+            from mlsim_live.recon import make_stream_reconstructor
 
-            options = dict(reconstructor_options or {})
-            if str(method).lower() == "wiener":
-                options.setdefault("reuse_estimate", True)
-            reconstructor = make_reconstructor(method, model=model, optics=optics, **options)
+            reconstructor = make_stream_reconstructor(
+                method, model=model, optics=optics, **dict(reconstructor_options or {})
+            )
         if frame_shape is not None:
             warm_up(reconstructor, frame_shape)
         self.name = name or DEFAULT_NAME

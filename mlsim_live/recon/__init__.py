@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 METHODS = ("rcan", "wiener", "widefield")
 
-__all__ = ["METHODS", "Reconstructor", "make_reconstructor"]
+__all__ = ["METHODS", "Reconstructor", "make_reconstructor", "make_stream_reconstructor"]
 
 
 def make_reconstructor(
@@ -71,3 +71,16 @@ def make_reconstructor(
                 f"method 'rcan' needs ONNX Runtime (install mlsim-live[cpu] or [gpu]): {exc}"
             ) from exc
     raise MLSimError(f"reconstruction method {method!r} is unknown; expected one of {METHODS}")
+
+
+def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
+    """Build a reconstructor for one acquisition's stream of groups (live, demo, replay).
+
+    As `make_reconstructor`, except that Wiener estimates the pattern on the first group and
+    reuses it (``reuse_estimate=True``): the pattern of one instrument does not drift within an
+    acquisition, and estimation costs far more than the reconstruction. Live and replay share
+    this rule, so a replay reproduces a live run bit for bit.
+    """
+    if str(method).lower() == "wiener":
+        kw.setdefault("reuse_estimate", True)
+    return make_reconstructor(method, **kw)

@@ -423,7 +423,7 @@ class ReplayRun:
 
 def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
     """Build the reconstructor of ``settings`` with the optics known from options and source."""
-    from mlsim_live.recon import make_reconstructor
+    from mlsim_live.recon import make_stream_reconstructor
     from mlsim_live.sim.optics import Optics
 
     na = settings.na if settings.na is not None else getattr(source, "na", None)
@@ -437,12 +437,8 @@ def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Recons
     if na is not None and wavelength_nm is not None and pixel_size_um is not None:
         optics = Optics(na=na, wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um)
     model = settings.model if settings.method == "rcan" else None
-    options: dict[str, Any] = {}
-    if settings.method == "wiener":
-        # as live (SIMProcessor): the pattern is estimated on the first group and reused
-        options["reuse_estimate"] = True
-    return make_reconstructor(
-        settings.method, model=model, optics=optics, offset_adu=settings.offset_adu, **options
+    return make_stream_reconstructor(
+        settings.method, model=model, optics=optics, offset_adu=settings.offset_adu
     )
 
 
