@@ -39,12 +39,35 @@ class Normalization:
         return np.asarray(output, dtype=np.float32) * np.float32(self.scale)
 
 
+def _percentiles_of_counts(values: np.ndarray, qs: tuple[float, ...]) -> tuple[float, ...]:
+    """``np.percentile(values, qs)`` (linear interpolation) for unsigned integers up to 16 bit,
+    read off a histogram: exact, and ~10x faster than sorting a 512x512x9 group."""
+    cum = np.cumsum(np.bincount(values.ravel()))
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        a = int(np.searchsorted(cum, lo, side="right"))
+        b = int(np.searchsorted(cum, min(lo + 1, n - 1), side="right"))
+        out.append(a + (pos - lo) * (b - a))
+    return tuple(out)
+
+
 def normalization_for(group: np.ndarray) -> Normalization:
     """Estimate the background and scale of a raw group (any shape, any numeric dtype)."""
-    flat = np.asarray(group, dtype=np.float32).ravel()
-    background, high = np.percentile(flat, [BACKGROUND_PERCENTILE, SCALE_PERCENTILE])
+    arr = np.asarray(group)
+    if arr.size == 0:
+        return Normalization(background=0.0, scale=1.0)
+    qs = (BACKGROUND_PERCENTILE, SCALE_PERCENTILE)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
+        background, high = _percentiles_of_counts(arr, qs)
+        full = float(arr.max())
+    else:
+        flat = arr.astype(np.float32, copy=False).ravel()
+        background, high = (float(v) for v in np.percentile(flat, qs))
+        full = float(np.max(np.abs(flat)))
     span = float(high - background)
-    full = float(np.max(np.abs(flat))) if flat.size else 1.0
     scale = max(span, 1e-6 * max(full, 1.0))
     return Normalization(background=float(background), scale=scale)
 

@@ -177,3 +177,27 @@ def test_cli_bench_writes_json_with_expected_keys(
     assert main(["bench", "--size", "64", "--models", str(model), "--json", str(out)]) == 2
     assert out.read_bytes() == before
     assert not list(tmp_path.glob(".bench.json*"))
+
+
+def test_exported_model_gets_pytorch_rows_from_its_card(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from mlsim_live.model.export import export_onnx
+    from mlsim_live.model.rcan import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.onnx"
+    export_onnx(build_model("tiny"), path, parity_sizes=(32,))
+    report = run_bench(
+        BenchConfig(
+            size=48, repeats=1, models=(str(path),), backends=(TORCH_CPU, ORT_CPU), parity=True
+        )
+    )
+    rows = {r["backend"]: r for r in report["results"]}
+    assert set(rows) == {TORCH_CPU, ORT_CPU}
+    assert rows[ORT_CPU]["ratio_vs_torch_eager"] == pytest.approx(
+        rows[TORCH_CPU]["latency_ms"]["p50"] / rows[ORT_CPU]["latency_ms"]["p50"]
+    )
+    assert any("random weights" in note for note in report["notes"])
+    # PyTorch has the architecture but not the file's weights: no parity claimed against it
+    assert report["parity"] == []

@@ -143,16 +143,18 @@ def natural(shape: tuple[int, int], pixel_size_um: float, rng: np.random.Generat
     """A random crop of a natural image, rescaled, flipped and rotated, as dense texture."""
     images = _natural_images()
     img = images[rng.integers(len(images))]
-    zoom = rng.uniform(0.5, 2.0)
-    need = (int(np.ceil(shape[0] / zoom)) + 2, int(np.ceil(shape[1] / zoom)) + 2)
-    if need[0] > img.shape[0] or need[1] > img.shape[1]:
-        zoom = max(shape[0] / (img.shape[0] - 2), shape[1] / (img.shape[1] - 2))
-        need = (int(np.ceil(shape[0] / zoom)) + 2, int(np.ceil(shape[1] / zoom)) + 2)
+    # zoom > 1 magnifies; never crop more than the image holds
+    zoom = max(rng.uniform(0.5, 2.0), shape[0] / img.shape[0], shape[1] / img.shape[1])
+    need = (
+        min(img.shape[0], int(np.ceil(shape[0] / zoom)) + 2),
+        min(img.shape[1], int(np.ceil(shape[1] / zoom)) + 2),
+    )
     y0 = rng.integers(0, img.shape[0] - need[0] + 1)
     x0 = rng.integers(0, img.shape[1] - need[1] + 1)
     crop = ndimage.zoom(img[y0 : y0 + need[0], x0 : x0 + need[1]], zoom, order=1)
-    crop = np.rot90(crop[: shape[0], : shape[1]] if rng.random() < 0.5 else crop, rng.integers(4))
-    crop = crop[: shape[0], : shape[1]]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop = np.rot90(crop, rng.integers(4))[: shape[0], : shape[1]]
     if crop.shape != shape:
         crop = np.pad(crop, [(0, shape[0] - crop.shape[0]), (0, shape[1] - crop.shape[1])])
     gamma = rng.uniform(1.0, 3.0)  # sparser, more fluorescence-like contrast
