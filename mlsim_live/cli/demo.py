@@ -100,36 +100,17 @@ def run_with_viewer(demo: Any, screenshot: Path | None, overwrite: bool) -> dict
     ``demo`` is anything with ``processor``, ``run()`` and ``stop()`` (demo and live runs).
     Closing the window stops the acquisition; the queued groups finish and are saved.
     """
-    import threading
+    from mlsim_live.viewer import run_with_viewer as run_job
 
-    from mlsim_live.viewer import open_viewer, run_viewer
-
-    window, sink = open_viewer(
+    return run_job(
+        demo.run,
+        demo.stop,
+        add_sink=demo.processor.add_sink,
         stats_fn=lambda: demo.processor.summary,
-        on_close=demo.stop,
         simulated=demo.processor.pipeline.simulated,
+        screenshot=screenshot,
+        overwrite=overwrite,
     )
-    demo.processor.add_sink(sink)
-    outcome: dict[str, Any] = {}
-
-    def acquire() -> None:
-        try:
-            outcome["summary"] = demo.run()
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=acquire, name="mlsim-acquisition", daemon=True)
-    thread.start()
-    try:
-        run_viewer(
-            window, done=lambda: not thread.is_alive(), screenshot=screenshot, overwrite=overwrite
-        )
-    finally:
-        demo.stop()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["summary"]
 
 
 def print_summary(summary: dict[str, Any], simulated: bool = False) -> None:

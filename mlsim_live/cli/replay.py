@@ -134,37 +134,18 @@ def run_with_viewer(replay_run: Any, screenshot: Path | None, overwrite: bool) -
     Closing the window stops the replay; the groups already complete are reconstructed and
     saved.
     """
-    import threading
+    from mlsim_live.viewer import run_with_viewer as run_job
 
-    from mlsim_live.viewer import open_viewer, run_viewer
-
-    window, sink = open_viewer(
+    return run_job(
+        replay_run.run,
+        replay_run.stop,
+        add_sink=replay_run.add_sink,
         stats_fn=lambda: replay_run.summary,
-        on_close=replay_run.stop,
         simulated=replay_run.simulated,
         title=f"mlsim-live replay: {replay_run.name}",
+        screenshot=screenshot,
+        overwrite=overwrite,
     )
-    replay_run.add_sink(sink)
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["summary"] = replay_run.run()
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=work, name="mlsim-replay", daemon=True)
-    thread.start()
-    try:
-        run_viewer(
-            window, done=lambda: not thread.is_alive(), screenshot=screenshot, overwrite=overwrite
-        )
-    finally:
-        replay_run.stop()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["summary"]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

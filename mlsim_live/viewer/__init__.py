@@ -28,11 +28,17 @@ __all__ = [
     "log_power_spectrum",
     "open_viewer",
     "run_viewer",
+    "run_with_viewer",
     "viewer_enabled",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlsim_live.viewer.app import check_screenshot_path, open_viewer, run_viewer
+    from mlsim_live.viewer.app import (
+        check_screenshot_path,
+        open_viewer,
+        run_viewer,
+        run_with_viewer,
+    )
     from mlsim_live.viewer.imaging import log_power_spectrum
     from mlsim_live.viewer.sink import ViewerSink
     from mlsim_live.viewer.window import SIMViewer
@@ -43,6 +49,7 @@ _LAZY = {
     "check_screenshot_path": "mlsim_live.viewer.app",
     "open_viewer": "mlsim_live.viewer.app",
     "run_viewer": "mlsim_live.viewer.app",
+    "run_with_viewer": "mlsim_live.viewer.app",
     "log_power_spectrum": "mlsim_live.viewer.imaging",
 }
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
@@ -18,6 +19,8 @@ from mlsim_live.viewer.sink import ViewerSink
 from mlsim_live.viewer.window import PICTURE_SUFFIXES, SIMViewer, StatsFn
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def ensure_app() -> QtWidgets.QApplication:
@@ -212,3 +215,57 @@ def run_viewer(
     if shot is not None and state["finished"]:
         log.info("screenshot saved to %s", shot)
     return bool(state["finished"])
+
+
+def run_with_viewer(
+    job: Callable[[], T],
+    stop: Callable[[], None],
+    *,
+    add_sink: Callable[[Any], None],
+    stats_fn: StatsFn | None = None,
+    simulated: bool = False,
+    title: str = "mlsim-live",
+    screenshot: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> T:
+    """Run ``job`` (an acquisition or a replay) on a thread while the viewer owns the main thread.
+
+    Closing the window calls ``stop``; the job then finishes what it has (queued groups are
+    reconstructed and saved) and its return value is returned here. An exception in the job
+    is re-raised in the main thread.
+
+    Parameters
+    ----------
+    job : callable
+        Runs the whole acquisition or replay and returns its summary.
+    stop : callable
+        Asks the job to stop early (idempotent).
+    add_sink : callable
+        Registers the viewer's sink with the job's pipeline.
+    stats_fn, simulated, title
+        As for `open_viewer`.
+    screenshot, overwrite
+        As for `run_viewer`.
+    """
+    window, sink = open_viewer(stats_fn=stats_fn, on_close=stop, simulated=simulated, title=title)
+    add_sink(sink)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = job()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="mlsim-run", daemon=True)
+    thread.start()
+    try:
+        run_viewer(
+            window, done=lambda: not thread.is_alive(), screenshot=screenshot, overwrite=overwrite
+        )
+    finally:
+        stop()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
