@@ -192,3 +192,17 @@ def test_cli_live_rejects_bad_pattern_group(tmp_path, capsys, mm_core):
     args += ["--config", str(demo_config_path()), "--pattern-group", "Channel"]
     assert main([*args, "--out", str(tmp_path), "--headless", "--method", "widefield"]) == 2
     assert "lacks presets" in capsys.readouterr().err
+
+
+@pytest.mark.qt
+def test_cli_demo_with_viewer_screenshot(tmp_path, capsys, monkeypatch):
+    """The viewer path of `demo` on the offscreen platform: all groups shown, a screenshot made,
+    the window closed at the end, and the raw data complete."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    out, shot = tmp_path / "out", tmp_path / "shot.png"
+    args = ["demo", "--groups", "3", "--out", str(out), "--size", "64", "--method", "widefield"]
+    assert main([*args, "--policy", "all", "--screenshot", str(shot)]) == 0, capsys.readouterr()
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    summary = json.loads((out / "demo_1_summary.json").read_text())
+    assert summary["groups_reconstructed"] == 3
+    assert len(read_dataset(out / "demo_1").get_image_coordinates_list()) == 27
