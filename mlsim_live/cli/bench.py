@@ -57,6 +57,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also report the max abs difference between backends' outputs (same weights)",
     )
+    live = p.add_argument_group(
+        "live path",
+        "--live times the live path instead: simulated frames are fed to the Pycro-Manager hook "
+        "at --frame-ms per frame; it reports the time inside the hook, the end-to-end latency "
+        "against the bare reconstruction time, and dropped groups",
+    )
+    live.add_argument("--live", action="store_true", help="benchmark the live path")
+    live.add_argument(
+        "--method",
+        default="rcan",
+        choices=("rcan", "wiener", "widefield"),
+        help="reconstruction method for --live (default rcan)",
+    )
+    live.add_argument("--model", type=Path, help="ONNX model for --live (default: shipped model)")
+    live.add_argument("--groups", type=int, default=30, help="groups for --live (default 30)")
+    live.add_argument("--frame-ms", type=float, default=10.0, help="camera frame period")
+    live.add_argument("--policy", default="latest", choices=("latest", "all"))
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
@@ -69,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_writable(args.json, args.overwrite)  # fail before minutes of timing, not after
+    if args.live:
+        return _run_live(args)
     config = BenchConfig(
         size=args.size,
         repeats=args.repeats,
@@ -84,4 +103,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json_atomic(args.json, report, overwrite=args.overwrite)
         log.info("wrote %s", args.json)
+    return 0
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    """The live-path benchmark: hook time, latency over bare reconstruction, drops."""
+    import json
+
+    from mlsim_live.io.atomic import write_json_atomic
+    from mlsim_live.live.benchmark import run_benchmark
+    from mlsim_live.recon import make_stream_reconstructor
+
+    model = args.model if args.method == "rcan" else None
+    reconstructor = make_stream_reconstructor(args.method, model=model)
+    report = run_benchmark(
+        reconstructor, args.size, args.groups, args.frame_ms, args.policy, seed=args.seed
+    )
+    print(json.dumps(report, indent=2))
+    if args.json is not None:
+        write_json_atomic(args.json, report, overwrite=args.overwrite)
     return 0

@@ -3,13 +3,11 @@
 Frames of simulated SIM groups are fed to a ``SIMProcessor`` at a camera-like frame rate, as
 Pycro-Manager would, while the worker reconstructs. Run::
 
-    python -m mlsim_live.live.benchmark --method rcan --size 512 --groups 30 --frame-ms 10
+    mlsim-live bench --live --method rcan --size 512 --groups 30 --frame-ms 10
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 from typing import Any
@@ -94,26 +92,3 @@ def run_benchmark(
         "sr_groups_per_s": summary["sr_groups_per_s"],
         "worker_groups_per_s": round(1e3 / bare_p50, 3),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: print the benchmark as JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="rcan")
-    parser.add_argument("--model")
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--groups", type=int, default=30)
-    parser.add_argument("--frame-ms", type=float, default=10.0)
-    parser.add_argument("--policy", default="latest", choices=("latest", "all"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    from mlsim_live.recon import make_reconstructor
-
-    reconstructor = make_reconstructor(args.method, model=args.model)
-    result = run_benchmark(reconstructor, args.size, args.groups, args.frame_ms, args.policy)
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
