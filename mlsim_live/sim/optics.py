@@ -96,3 +96,22 @@ def otf_2d(
     ky, kx = frequency_grid(shape, pixel_size_um)
     rho = np.hypot(ky - shift_per_um[0], kx - shift_per_um[1])
     return incoherent_otf(rho / cutoff_per_um)
+
+
+def optics_from(
+    na: float | None, wavelength_nm: float | None, pixel_size_um: float | None
+) -> Optics | None:
+    """`Optics` when NA, emission wavelength and pixel size are all known, else None.
+
+    Raises `MLSimError` when only one of NA and wavelength is given: the OTF needs both.
+    """
+    if (na is None) != (wavelength_nm is None):
+        raise MLSimError(
+            "NA and emission wavelength go together; expected both --na and --wavelength-nm "
+            "or neither"
+        )
+    if na is None or wavelength_nm is None or pixel_size_um is None:
+        return None
+    return Optics(
+        na=float(na), wavelength_nm=float(wavelength_nm), pixel_size_um=float(pixel_size_um)
+    )
