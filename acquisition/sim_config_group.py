@@ -22,24 +22,17 @@ import logging
 from pycromanager import Acquisition
 
 from mlsim_live import SIMProcessor
-from mlsim_live.live.acquire import next_dataset_name
+from mlsim_live.constants import METHODS
+from mlsim_live.live.acquire import next_dataset_name, sim_group_events
 
 
 def sim_events(time_points: int, group: str, exposure_ms: float, interval_s: float) -> list[dict]:
     """9 events per time point, angle-major, each setting its pattern preset."""
-    events = []
-    for t in range(time_points):
-        for angle in range(3):
-            for phase in range(3):
-                event = {
-                    "axes": {"time": t, "angle": angle, "phase": phase},
-                    "config_group": [group, f"A{angle}P{phase}"],
-                    "exposure": exposure_ms,
-                }
-                if interval_s > 0 and angle == 0 and phase == 0:
-                    event["min_start_time"] = t * interval_s
-                events.append(event)
-    return events
+    return [
+        event
+        for t in range(time_points)
+        for event in sim_group_events(t, exposure_ms, pattern_group=group, interval_s=interval_s)
+    ]
 
 
 def main() -> None:
@@ -50,7 +43,11 @@ def main() -> None:
     parser.add_argument("--time-points", type=int, default=10)
     parser.add_argument("--exposure-ms", type=float, default=20.0)
     parser.add_argument("--interval-s", type=float, default=0.0)
-    parser.add_argument("--method", default="rcan", help="rcan (default model), wiener, widefield")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        help="default: rcan with --model or the default model, else wiener",
+    )
     parser.add_argument("--model", help="ONNX model for rcan")
     parser.add_argument("--demo", action="store_true", help="headless demo core instead of MM")
     args = parser.parse_args()

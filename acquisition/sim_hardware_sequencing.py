@@ -26,17 +26,13 @@ import logging
 from pycromanager import Acquisition, Core
 
 from mlsim_live import SIMProcessor
-from mlsim_live.live.acquire import next_dataset_name
+from mlsim_live.constants import METHODS
+from mlsim_live.live.acquire import next_dataset_name, sim_group_events
 
 
 def sim_events(time_points: int) -> list[dict]:
     """9 axes-only events per time point, angle-major, in the order the device steps."""
-    return [
-        {"axes": {"time": t, "angle": angle, "phase": phase}}
-        for t in range(time_points)
-        for angle in range(3)
-        for phase in range(3)
-    ]
+    return [event for t in range(time_points) for event in sim_group_events(t)]
 
 
 def main() -> None:
@@ -45,7 +41,11 @@ def main() -> None:
     parser.add_argument("--name", default="sim", help="dataset name")
     parser.add_argument("--time-points", type=int, default=100)
     parser.add_argument("--exposure-ms", type=float, default=10.0)
-    parser.add_argument("--method", default="rcan", help="rcan (default model), wiener, widefield")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        help="default: rcan with --model or the default model, else wiener",
+    )
     parser.add_argument("--model", help="ONNX model for rcan")
     parser.add_argument("--demo", action="store_true", help="headless demo core instead of MM")
     args = parser.parse_args()

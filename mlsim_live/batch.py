@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.io.tiff import RawStack, read_raw_stack
 
 log = logging.getLogger(__name__)
 
-METHODS = ("rcan", "wiener", "widefield")
 OUTPUT_SUFFIX = "_sr"
+#: At most this many distinct out-of-distribution reasons are kept in a sidecar.
+MAX_OOD_REASONS = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,19 +67,26 @@ class ReconConfig:
     offset_adu: float | None = None
 
     def optics_for(self, stack: RawStack) -> Any:
-        """`Optics` from this config and the file's metadata, or None when any part is unknown."""
-        from mlsim_live.sim.optics import Optics
+        """`Optics` from this config and the file's metadata, or None when any part is unknown.
+
+        Raises `MLSimError` when only one of NA and wavelength is configured and the file's
+        metadata does not supply the other: a lone ``--na`` or ``--wavelength-nm`` is never
+        silently ignored.
+        """
+        from mlsim_live.sim.optics import optics_from
 
         na = self.na if self.na is not None else stack.na
         wavelength_nm = (
             self.wavelength_nm if self.wavelength_nm is not None else stack.wavelength_nm
         )
-        pixel_size_um = (
-            self.pixel_size_um if self.pixel_size_um is not None else stack.pixel_size_um
-        )
-        if na is None or wavelength_nm is None or pixel_size_um is None:
-            return None
-        return Optics(na=na, wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um)
+        pixel_size_um = self.pixel_size_for(stack)
+        lone_option = (self.na is None) != (self.wavelength_nm is None)
+        if not lone_option and (na is None or wavelength_nm is None):
+            return None  # incomplete metadata alone: reconstruct without known optics
+        try:
+            return optics_from(na, wavelength_nm, pixel_size_um)
+        except MLSimError as exc:
+            raise MLSimError(f"{stack.path}: {exc}") from exc
 
     def pixel_size_for(self, stack: RawStack) -> float | None:
         """Raw pixel size of ``stack``: the configured one, else the file's."""
@@ -106,6 +114,7 @@ class GroupOutput:
     reconstructor: str
     provider: str
     scale: int
+    ood: list[str] | None = None  # reasons outside the training ranges; None: not checked
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,14 +203,22 @@ def clear_caches() -> None:
 
 
 def run_group(task: GroupTask) -> GroupOutput:
-    """Read and reconstruct one group; the only function that both execution paths run."""
+    """Read and reconstruct one group; the only function that both execution paths run.
+
+    When the reconstructor has an out-of-distribution check (RCAN with training ranges in its
+    model card), the group is checked too; its reasons come back in ``ood`` (the warning is the
+    caller's, once per file). Group 0 of a file is always estimated afresh, so a verdict never
+    carries over from the previous file.
+    """
     stack = cached_stack(task.path, task.read)
     group = stack.group(task.t)
     reconstructor, lock = cached_reconstructor(task.config, task.optics)
+    check_ood = getattr(reconstructor, "check_ood", None)
     with lock:
         sr = np.asarray(reconstructor.reconstruct(group), dtype=np.float32)
         estimate = getattr(reconstructor, "last_estimate", None)
         estimate_dict = estimate.to_dict() if estimate is not None else None
+        ood = list(check_ood(group, warn=False, fresh=task.t == 0)) if callable(check_ood) else None
     with _CACHE_LOCK:
         _GROUPS_DONE[0] += 1
     return GroupOutput(
@@ -211,6 +228,7 @@ def run_group(task: GroupTask) -> GroupOutput:
         reconstructor=str(reconstructor.name),
         provider=str(reconstructor.provider),
         scale=int(reconstructor.scale),
+        ood=ood,
     )
 
 
@@ -600,12 +618,14 @@ def _reconstruct_one(
     stack = plan.stack
     n_groups = stack.n_groups
     estimates: list[dict[str, Any] | None] = []
+    ood: list[list[str] | None] = []
     try:
         with tqdm(
             total=n_groups, desc=job.input.name, unit="group", leave=False, disable=disable
         ) as bar:
             first = pipeline.result(k, 0)
             estimates.append(first.estimate)
+            ood.append(first.ood)
             bar.update()
             scale = first.scale
             out_pixel = plan.pixel_size_um / scale if plan.pixel_size_um is not None else None
@@ -627,6 +647,7 @@ def _reconstruct_one(
                     for t in range(1, n_groups):
                         out = pipeline.result(k, t)
                         estimates.append(out.estimate)
+                        ood.append(out.ood)
                         bar.update()
                         yield out.sr
 
@@ -634,6 +655,7 @@ def _reconstruct_one(
                 write_tiff_stack_atomic(
                     job.output, frames(), (n_groups, height, width), out_pixel, meta, overwrite
                 )
+        ood_groups, ood_reasons = _ood_summary(ood)
         sidecar = {
             "input": str(job.input),
             "output": str(job.output),
@@ -654,6 +676,8 @@ def _reconstruct_one(
             "optics": asdict(plan.optics) if plan.optics is not None else None,
             "offset_adu": config.offset_adu,
             "estimates": estimates if any(e is not None for e in estimates) else None,
+            "ood_groups": ood_groups,
+            "ood_reasons": ood_reasons,
         }
         try:
             write_json_atomic(job.sidecar, sidecar, overwrite=overwrite)
@@ -662,18 +686,38 @@ def _reconstruct_one(
             raise
     except (MLSimError, OSError) as exc:
         pipeline.cancel(k)
-        return FileOutcome(job, "failed", _one_line(exc, job.input))
+        return FileOutcome(job, "failed", _message(exc, job.input))
     except Exception as exc:  # a bug must not stop a batch; report it like a failure
         pipeline.cancel(k)
         log.debug("unexpected error on %s", job.input, exc_info=True)
         return FileOutcome(
             job,
             "failed",
-            f"{job.input}: unexpected {type(exc).__name__}: {_one_line(exc, None)}",
+            f"{job.input}: unexpected {type(exc).__name__}: {one_line(exc, limit=300)}",
             unexpected=True,
+        )
+    if ood_groups:
+        log.warning(
+            "%s: %d of %d groups are outside the training range of the model: %s",
+            job.input,
+            ood_groups,
+            n_groups,
+            "; ".join(ood_reasons[:3]) + ("; ..." if len(ood_reasons) > 3 else ""),
         )
     log.info("wrote %s (%d group%s)", job.output, n_groups, "" if n_groups == 1 else "s")
     return FileOutcome(job, "done", n_groups=n_groups)
+
+
+def _ood_summary(ood: Sequence[list[str] | None]) -> tuple[int | None, list[str]]:
+    """Groups outside the training ranges (None: not checked) and their distinct reasons."""
+    if all(o is None for o in ood):
+        return None, []
+    reasons: dict[str, None] = {}
+    for group_reasons in ood:
+        for reason in group_reasons or ():
+            if len(reasons) < MAX_OOD_REASONS:
+                reasons.setdefault(reason, None)
+    return sum(bool(o) for o in ood), list(reasons)
 
 
 def _make_dirs(folder: Path, created: list[Path]) -> None:
@@ -686,8 +730,12 @@ def _make_dirs(folder: Path, created: list[Path]) -> None:
     created.extend(reversed(missing))
 
 
-def _one_line(exc: BaseException, path: Path | None) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and path is not None and str(path) not in text:
+def _message(exc: BaseException, path: Path) -> str:
+    """``exc`` as one line; an OSError that does not name a file is prefixed with ``path``.
+
+    Our own messages are kept whole (they name the file and say what is expected).
+    """
+    text = one_line(exc, limit=100_000 if isinstance(exc, MLSimError) else 500)
+    if isinstance(exc, OSError) and str(path) not in text:
         text = f"{path}: {text}"
     return text

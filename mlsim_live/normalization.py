@@ -54,22 +54,34 @@ def _percentiles_of_counts(values: np.ndarray, qs: tuple[float, ...]) -> tuple[f
     return tuple(out)
 
 
-def normalization_for(group: np.ndarray) -> Normalization:
-    """Estimate the background and scale of a raw group (any shape, any numeric dtype)."""
+def normalization_for(group: np.ndarray, background: float | None = None) -> Normalization:
+    """Estimate the background and scale of a raw group (any shape, any numeric dtype).
+
+    Parameters
+    ----------
+    group : ndarray
+        The raw group.
+    background : float, optional
+        A known background (camera offset), in the group's units, used instead of the
+        0.5th-percentile estimate; the scale is then the 99.9th percentile of
+        ``group - background``, with the same floor.
+    """
     arr = np.asarray(group)
     if arr.size == 0:
-        return Normalization(background=0.0, scale=1.0)
+        return Normalization(background=0.0 if background is None else float(background), scale=1.0)
     qs = (BACKGROUND_PERCENTILE, SCALE_PERCENTILE)
     if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
-        background, high = _percentiles_of_counts(arr, qs)
+        low, high = _percentiles_of_counts(arr, qs)
         full = float(arr.max())
     else:
         flat = arr.astype(np.float32, copy=False).ravel()
-        background, high = (float(v) for v in np.percentile(flat, qs))
+        low, high = (float(v) for v in np.percentile(flat, qs))
         full = float(np.max(np.abs(flat)))
-    span = float(high - background)
+    if background is not None:
+        low = float(background)
+    span = float(high - low)
     scale = max(span, 1e-6 * max(full, 1.0))
-    return Normalization(background=float(background), scale=scale)
+    return Normalization(background=float(low), scale=scale)
 
 
 def normalize_target(gt: np.ndarray) -> np.ndarray:

@@ -206,8 +206,11 @@ def test_exported_model_gets_pytorch_rows_from_its_card(tmp_path: Path) -> None:
 def test_cli_bench_live_path_counts_every_group(tmp_path, capsys):
     out = tmp_path / "live.json"
     args = ["bench", "--live", "--method", "widefield", "--size", "32", "--groups", "6"]
-    assert main([*args, "--frame-ms", "1", "--json", str(out)]) == 0, capsys.readouterr().err
+    args += ["--policy", "all", "--frame-ms", "1", "--json", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
+    assert report["policy"] == "all"
     assert report["groups_acquired"] == 6 and report["errors"] == 0
-    assert report["groups_reconstructed"] + report["groups_dropped"] == 6
+    # policy "all" drops nothing: every acquired group is reconstructed
+    assert report["groups_reconstructed"] == 6 and report["groups_dropped"] == 0
     assert report["hook_ms"]["p50"] is not None and report["latency_over_bare"] is not None

@@ -19,11 +19,15 @@ SIZE = 64
 PIXEL_UM = 0.08
 
 
-def sim_groups(n_groups: int, size: int = SIZE, seed: int = 0) -> np.ndarray:
+def sim_groups(
+    n_groups: int, size: int = SIZE, seed: int = 0, frequency_fraction: float = 0.85
+) -> np.ndarray:
     """``(T, 9, size, size)`` uint16 simulated raw groups, angle-major."""
     params = SIMParams(
         optics=Optics(na=1.4, wavelength_nm=525, pixel_size_um=PIXEL_UM),
-        pattern=Pattern(frequency_fraction=0.85, angle_offset_deg=10.0, modulation=0.8),
+        pattern=Pattern(
+            frequency_fraction=frequency_fraction, angle_offset_deg=10.0, modulation=0.8
+        ),
         signal=Signal(peak_photons=500, background_photons=20),
         camera=Camera(kind="scmos", offset_adu=100),
     )
@@ -133,6 +137,122 @@ def test_wiener_sidecar_holds_the_estimated_parameters(
     assert len(sidecar["estimates"]) == 2
     assert all(isinstance(e, dict) and e for e in sidecar["estimates"])
     assert tifffile.imread(out / "w_sr.tif").shape == (2, 192, 192)
+
+
+def tiny_onnx_model(path: Path) -> Path:
+    """A 1x1-conv 'super-resolution' ONNX model (9 -> 4 channels, DepthToSpace 2)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.full((4, 9, 1, 1), 1.0 / 9.0, np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["conv"]),
+            helper.make_node("DepthToSpace", ["conv"], ["output"], blocksize=2),
+        ],
+        "tiny_sr",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 9, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_rcan_counts_out_of_distribution_groups_with_one_warning_per_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+    groups: np.ndarray,
+) -> None:
+    from mlsim_live.sim import PhysicsRanges
+
+    model = tiny_onnx_model(tmp_path / "tiny.onnx")
+    ranges = PhysicsRanges().to_dict()  # pattern frequency 0.70-0.95 of the cutoff
+    model.with_suffix(".json").write_text(json.dumps({"scale": 2, "training_ranges": ranges}))
+    far = write_raw(tmp_path / "in" / "far.tif", sim_groups(3, frequency_fraction=0.5))
+    near = write_raw(tmp_path / "in" / "near.tif", groups)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        code, err = run_cli(
+            capsys, str(far), str(near), "--out", str(out), "--method", "rcan",
+            "--model", str(model), "--na", "1.4", "--wavelength-nm", "525",
+        )  # fmt: skip
+    assert code == 0, err
+    far_sidecar = json.loads((out / "far_sr.json").read_text())
+    assert far_sidecar["ood_groups"] == 3
+    assert far_sidecar["ood_reasons"]
+    assert all("pattern frequency" in r for r in far_sidecar["ood_reasons"])
+    near_sidecar = json.loads((out / "near_sr.json").read_text())
+    assert near_sidecar["ood_groups"] == 0 and near_sidecar["ood_reasons"] == []
+    warnings = [r.getMessage() for r in caplog.records if "training range" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert str(far) in warnings[0] and "3 of 3 groups" in warnings[0]
+    # a method without an OOD check records that nothing was checked
+    code, err = run_cli(capsys, str(near), "--out", str(out / "wf"), "--method", "widefield")
+    assert code == 0, err
+    assert json.loads((out / "wf" / "near_sr.json").read_text())["ood_groups"] is None
+
+
+@pytest.mark.parametrize("option", [["--na", "1.4"], ["--wavelength-nm", "525"]])
+def test_lone_na_or_wavelength_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, groups: np.ndarray, option: list[str]
+) -> None:
+    raw = write_raw(tmp_path / "a.tif", groups[:1])  # no NA/wavelength in its metadata
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, str(raw), "--out", str(out), "--method", "wiener", *option)
+    assert code == 2
+    assert len(err) == 1, err
+    assert str(raw) in err[0] and "expected both --na and --wavelength-nm or neither" in err[0]
+    assert files_in(out) == []
+
+
+def test_optics_options_complete_the_file_metadata() -> None:
+    from types import SimpleNamespace
+
+    from mlsim_live.batch import ReconConfig
+    from mlsim_live.errors import MLSimError
+
+    def stack(na: float | None = None, wavelength_nm: float | None = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            path=Path("x.tif"), na=na, wavelength_nm=wavelength_nm, pixel_size_um=0.08
+        )
+
+    lone_na = ReconConfig(na=1.2)
+    assert lone_na.optics_for(stack(wavelength_nm=600.0)) == Optics(1.2, 600.0, 0.08)
+    with pytest.raises(MLSimError, match=r"x\.tif: .*--na and --wavelength-nm"):
+        lone_na.optics_for(stack())
+    # metadata alone that is incomplete: reconstruct without known optics, as before
+    assert ReconConfig().optics_for(stack(na=1.4)) is None
+    assert ReconConfig(na=1.3, wavelength_nm=520.0).optics_for(stack()) == Optics(1.3, 520.0, 0.08)
+
+
+def test_unexpected_error_exits_1_as_the_help_says(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    groups: np.ndarray,
+) -> None:
+    import mlsim_live.batch
+
+    raw = write_raw(tmp_path / "a.tif", groups[:1])
+    out = tmp_path / "out"
+
+    def broken(task: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(mlsim_live.batch, "run_group", broken)
+    code, err = run_cli(capsys, str(raw), "--out", str(out), "--method", "widefield")
+    assert code == 1
+    assert len(err) == 1 and "unexpected RuntimeError: a bug" in err[0], err
+    assert files_in(out) == []
+    assert main(["reconstruct", "-h"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "1 when any file failed with an unexpected error" in help_text
+    assert "otherwise 2 when any file was bad input" in help_text
 
 
 # ---------------------------------------------------------------------------------- layouts

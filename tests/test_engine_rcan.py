@@ -93,6 +93,38 @@ def test_output_equals_direct_onnxruntime_with_normalization(model_path: Path) -
     np.testing.assert_allclose(out, norm.invert(direct), rtol=1e-5, atol=1e-3)
 
 
+def test_given_background_keeps_the_percentile_scale_rule() -> None:
+    group = sim_group((64, 64))
+    auto = normalization_for(group)
+    assert normalization_for(group, background=auto.background) == auto
+    given = normalization_for(group, background=90.0)
+    high = float(np.percentile(group.astype(np.float64), 99.9))
+    assert given.background == 90.0
+    assert given.scale == pytest.approx(high - 90.0, rel=1e-9)
+    as_float = normalization_for(group.astype(np.float32), background=90.0)
+    assert as_float.background == 90.0
+    assert as_float.scale == pytest.approx(given.scale, rel=1e-5)
+
+
+def test_offset_is_the_normalization_background(model_path: Path) -> None:
+    from mlsim_live.recon import make_reconstructor
+
+    group = sim_group((64, 64))  # camera offset 100 ADU
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    outputs = {}
+    for offset in (None, 80.0, 100.0):
+        recon = make_reconstructor("rcan", model=model_path, offset_adu=offset, warmup=False)
+        outputs[offset] = out = recon.reconstruct(group)
+        norm = normalization_for(group, background=offset)
+        expected = norm.invert(session.run(None, {"input": norm.apply(group)[None]})[0][0, 0])
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
+    # the model has a bias and its weights do not sum to zero: the offset shows in the output
+    assert not np.allclose(outputs[80.0], outputs[100.0], atol=1e-2)
+    assert not np.allclose(outputs[None], outputs[80.0], atol=1e-2)
+    with pytest.raises(MLSimError, match="expected a finite number"):
+        RCANReconstructor(model_path, warmup=False, offset_adu=float("nan"))
+
+
 @pytest.mark.parametrize("shape", [(65, 67), (100, 130), (64, 64), (33, 200)])
 def test_any_size_is_padded_and_cropped_back(model_path: Path, shape: tuple[int, int]) -> None:
     group = sim_group(shape, seed=1)
@@ -286,6 +318,14 @@ def test_reconstructor_counts_out_of_distribution_groups(
         assert recon.is_out_of_distribution(group(0.5))
     assert any("outside the training range" in r.message for r in caplog.records)
     assert recon.check_ood(group(0.85)) == []
+    # one estimate in ``ood_every``: the verdict holds until then, unless a fresh start
+    caplog.clear()
+    sparse = RCANReconstructor(model_path, warmup=False, optics=optics, ood_every=10)
+    with caplog.at_level(logging.WARNING, logger="mlsim_live.engine"):
+        assert sparse.check_ood(group(0.5), warn=False)
+        assert sparse.check_ood(group(0.85), warn=False)  # the last verdict
+        assert sparse.check_ood(group(0.85), warn=False, fresh=True) == []
+    assert not any("outside the training range" in r.message for r in caplog.records)
     # without ranges in the card the check is off
     model_path.with_suffix(".json").write_text(json.dumps({"scale": 2}))
     assert RCANReconstructor(model_path, warmup=False, optics=optics).check_ood(group(0.5)) == []

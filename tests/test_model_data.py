@@ -65,6 +65,26 @@ def test_make_example_uses_shared_normalization(monkeypatch: pytest.MonkeyPatch)
     assert seen["raw"].shape == (9, 32, 32) and seen["gt"].shape == (64, 64)
 
 
+def test_scale_one_target_is_the_2x2_mean_of_the_2x_truth(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlsim_live.model.data as data
+    from mlsim_live.sim.simulate import bin2
+
+    img = np.arange(20, dtype=np.float32).reshape(4, 5)  # odd width: the last column is cut
+    np.testing.assert_array_equal(bin2(img), [[12, 20], [52, 60]])
+    targets: list[np.ndarray] = []
+
+    def spy_target(gt: np.ndarray) -> np.ndarray:
+        targets.append(np.array(gt))
+        return normalize_target(gt)
+
+    monkeypatch.setattr(data, "normalize_target", spy_target)
+    for scale in (2, 1):  # the same seed simulates the same group
+        make_example(SIMParams(), "beads", 32, scale, np.random.default_rng(5), flip=False)
+    fine, coarse = targets
+    assert coarse.shape == (32, 32) and coarse.dtype == np.float32
+    np.testing.assert_allclose(coarse, fine.reshape(32, 2, 32, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+
 def test_empty_field_has_zero_target_and_noisy_input() -> None:
     rng = np.random.default_rng(1)
     x, y = make_example(SIMParams(), "empty", 32, 2, rng)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -239,15 +240,200 @@ def test_writer_without_results_leaves_no_file(fake_reconstructor, tmp_path):
     assert not sr_path.exists()
 
 
-def test_out_of_distribution_groups_are_marked(fake_reconstructor):
-    class CheckedReconstructor(fake_reconstructor):  # type: ignore[misc, valid-type]
-        def ood_reasons(self, group: np.ndarray) -> list[str]:
-            return ["modulation below the trained range"] if self.calls % 2 == 0 else []
+class CheckedReconstructor:
+    """Fake whose out-of-distribution check records the groups it sees and can be held."""
 
+    name = "checked"
+    provider = "numpy"
+    scale = 2
+
+    def __init__(self, reasons: list[str], gate: threading.Event | None = None) -> None:
+        self.reasons = reasons
+        self.gate = gate
+        self.checking = threading.Event()
+        self.checked_threads: set[str] = set()
+        self.checked_means: list[float] = []
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        mean = group.mean(axis=0, dtype=np.float32)
+        return np.repeat(np.repeat(mean, 2, axis=0), 2, axis=1)
+
+    def ood_reasons(self, group: np.ndarray) -> list[str]:
+        self.checking.set()
+        self.checked_threads.add(threading.current_thread().name)
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
+        self.checked_means.append(float(group.mean()))
+        return list(self.reasons)
+
+
+def group_mean(t: int) -> float:
+    return float(np.mean([f for f, _ in group_frames(t)]))
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_slow_ood_check_runs_beside_reconstruction_on_the_newest_group():
+    """A held OOD check delays no reconstruction; it then checks only the newest group."""
+    gate = threading.Event()
+    recon = CheckedReconstructor(["modulation below the trained range"], gate=gate)
     sink = ListSink()
-    pipeline = Pipeline(CheckedReconstructor(), sinks=[sink], policy="all")
-    push_groups(pipeline, range(4))
+    pipeline = Pipeline(recon, sinks=[sink], policy="latest")
+    push_groups(pipeline, range(1))
+    assert recon.checking.wait(10)  # the check of group 0 is held...
+    for t in range(1, 4):
+        push_groups(pipeline, range(t, t + 1))
+        assert wait_until(lambda t=t: len(sink.results) == t + 1)  # ...reconstruction goes on
+    summary = pipeline.summary
+    assert summary["groups_reconstructed"] == 4 and summary["groups_dropped"] == 0
+    assert summary["ood_checks"] == 0 and not any(r.ood for r in sink.results)
+    gate.set()
     summary = pipeline.close(timeout=30)
-    assert summary["ood_groups"] == 2
-    assert [r.ood for r in sink.results] == [False, True, False, True]
-    assert sink.results[1].extra["ood_reasons"] == ["modulation below the trained range"]
+    assert recon.checked_means == [group_mean(0), group_mean(3)]  # groups 1 and 2 skipped
+    assert summary["ood_checks"] == 2 and summary["ood_groups"] == 2
+    assert summary["groups_reconstructed"] == 4
+    assert recon.checked_threads == {"mlsim-ood-check"}
+
+
+def test_results_carry_the_latest_ood_verdict():
+    recon = CheckedReconstructor(["modulation below the trained range"])
+    sink = ListSink()
+    pipeline = Pipeline(recon, sinks=[sink], policy="all")
+    push_groups(pipeline, range(1))
+    assert wait_until(lambda: pipeline.summary["ood_checks"] == 1)
+    push_groups(pipeline, range(1, 2))
+    summary = pipeline.close(timeout=30)
+    assert summary["ood_groups"] == summary["ood_checks"] == 2
+    last = sink.results[-1]
+    assert last.key == {"time": 1} and last.ood
+    assert last.extra["ood_reasons"] == ["modulation below the trained range"]
+    assert last.extra["ood_checked_key"] == {"time": 0}
+    inside = Pipeline(CheckedReconstructor([]), policy="all")
+    push_groups(inside, range(2))
+    summary = inside.close(timeout=30)
+    assert summary["ood_groups"] == 0 and summary["ood_checks"] >= 1
+
+
+class HeldAfterFirst:
+    """Fake reconstructor: the first call returns at once, later calls wait for ``gate``."""
+
+    name = "held"
+    provider = "numpy"
+    scale = 2
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.calls = 0
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls > 1:
+            self.started.set()
+            assert self.gate.wait(30), "test gate never opened"
+            self.finished.set()
+        return np.full((2 * SHAPE[0], 2 * SHAPE[1]), self.calls, np.float32)
+
+
+def test_late_result_after_close_timeout_keeps_the_sr_file(tmp_path):
+    """close() times out with a group in flight: the group counts as dropped, and its late
+    result neither rewrites the SR file nor changes the counts."""
+    sr_path, _ = output_paths(tmp_path, "late")
+    recon = HeldAfterFirst()
+    writer = SRTiffWriter(sr_path)
+    pipeline = Pipeline(recon, sinks=[writer], policy="all")
+    push_groups(pipeline, range(1))
+    assert wait_until(lambda: writer.groups_written == 1)
+    push_groups(pipeline, range(1, 2))
+    assert recon.started.wait(10)
+    summary = pipeline.close(timeout=0.2)
+    assert summary["groups_acquired"] == 2
+    assert summary["groups_reconstructed"] == 1 and summary["groups_dropped"] == 1
+    recon.gate.set()
+    assert recon.finished.wait(10)
+    pipeline._worker._thread.join(10)
+    assert not pipeline._worker._thread.is_alive()
+    np.testing.assert_array_equal(tifffile.imread(sr_path), np.ones((32, 24), np.float32))
+    after = pipeline.summary
+    assert after["groups_reconstructed"] == 1 and after["groups_dropped"] == 1
+    assert after["groups_acquired"] == after["groups_reconstructed"] + after["groups_dropped"]
+
+
+def test_writer_ignores_results_after_close(fake_reconstructor, tmp_path):
+    sr_path, _ = output_paths(tmp_path, "closed")
+    sink = ListSink()
+    pipeline = Pipeline(fake_reconstructor(), sinks=[sink], policy="all")
+    push_groups(pipeline, range(2))
+    pipeline.close(timeout=30)
+    writer = SRTiffWriter(sr_path)
+    writer.on_result(sink.results[0])
+    writer.close()
+    writer.on_result(sink.results[1])  # late: must not reopen (truncate) the file
+    writer.close()
+    np.testing.assert_array_equal(tifffile.imread(sr_path), sink.results[0].sr)
+    assert writer.groups_written == 1 and writer.groups_ignored == 1
+
+
+def test_submit_waiting_for_room_when_closed_counts_as_dropped(fake_reconstructor):
+    """Under ``all`` a push waits at the memory bound; closing then ends it, counted."""
+    gate = threading.Event()
+    recon = fake_reconstructor(gate=gate)
+    group_bytes = 9 * SHAPE[0] * SHAPE[1] * 2
+    pipeline = Pipeline(recon, policy="all", max_waiting_bytes=group_bytes)
+    pusher = threading.Thread(target=push_groups, args=(pipeline, range(3)))
+    pusher.start()
+    assert recon.started.wait(10)
+    # group 0 in flight, group 1 waiting, group 2 submitted and waiting for room
+    assert wait_until(
+        lambda: pipeline.summary["groups_acquired"] == 3 and pipeline.summary["groups_waiting"] == 1
+    )
+    time.sleep(0.05)
+    pipeline.close(timeout=0.3)
+    pusher.join(10)
+    assert not pusher.is_alive()
+    gate.set()
+    pipeline._worker._thread.join(10)
+    summary = pipeline.summary
+    assert summary["groups_acquired"] == 3
+    assert summary["groups_reconstructed"] == 0 and summary["groups_dropped"] == 3
+    assert summary["groups_waiting"] == 0
+
+
+def test_stats_compute_percentiles_outside_the_lock(fake_reconstructor, monkeypatch):
+    """A status refresh never holds the lock that ``submit`` needs while it sorts latencies."""
+    from mlsim_live import bench
+    from mlsim_live.live import worker as worker_module
+
+    pipeline = Pipeline(fake_reconstructor(), policy="all")
+    push_groups(pipeline, range(2))
+    assert wait_until(lambda: pipeline.summary["groups_reconstructed"] == 2)
+    worker = pipeline._worker
+    free_while_computing: list[bool] = []
+    original = bench.summarize_ms
+
+    def probe_lock() -> None:
+        acquired = worker._cond.acquire(timeout=2)
+        if acquired:
+            worker._cond.release()
+        free_while_computing.append(acquired)
+
+    def checking_summarize(times):
+        probe = threading.Thread(target=probe_lock)
+        probe.start()
+        probe.join()
+        return original(times)
+
+    monkeypatch.setattr(bench, "summarize_ms", checking_summarize)
+    stats = worker.stats()
+    assert free_while_computing == [True, True]  # latency and reconstruct-time percentiles
+    assert stats["latency_ms"]["p50"] is not None
+    assert worker_module.percentiles_ms([]) == {"p50": None, "p95": None}
+    pipeline.close(timeout=30)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from mlsim_live.errors import MLSimError
+from mlsim_live.normalization import normalization_for
 from mlsim_live.recon import make_reconstructor
 from mlsim_live.recon.base import Reconstructor
+from mlsim_live.recon.estimate import WIENER_BACKGROUND_PERCENTILE, estimate_background
 from mlsim_live.recon.widefield import WidefieldReconstructor
-from mlsim_live.recon.wiener import WienerReconstructor
+from mlsim_live.recon.wiener import WienerReconstructor, pattern_found
 from mlsim_live.sim import Camera, Optics, Pattern, Signal, SIMParams, simulate_group
 
 OPTICS = Optics(na=1.4, wavelength_nm=525.0, pixel_size_um=0.08)
@@ -96,6 +98,41 @@ def test_reuse_and_fixed_estimates(bright_group, caplog):
     np.testing.assert_allclose(fixed, first, rtol=1e-5, atol=1e-3 * np.abs(first).max())
     with pytest.raises(MLSimError, match="same frame size"):
         WienerReconstructor(params.optics, estimate=est).reconstruct(group.raw[:, :64, :64])
+
+
+def test_reuse_waits_for_a_group_where_the_pattern_is_found(bright_group, caplog):
+    params, group = bright_group
+    rng = np.random.default_rng(3)
+    blank = (100 + rng.poisson(20.0, size=group.raw.shape)).astype(np.uint16)  # shutter closed
+    rec = WienerReconstructor(params.optics, reuse_estimate=True)
+    with caplog.at_level("WARNING", logger="mlsim_live.recon.wiener"):
+        rec.reconstruct(blank)
+    assert "hardly found" in caplog.text
+    blank_estimate = rec.last_estimate
+    assert blank_estimate is not None and not pattern_found(blank_estimate)
+    real = rec.reconstruct(group.raw)
+    good = rec.last_estimate
+    assert good is not blank_estimate and pattern_found(good)
+    # the second group is reconstructed exactly as by a reconstructor that never saw the blank
+    np.testing.assert_array_equal(real, WienerReconstructor(params.optics).reconstruct(group.raw))
+    true_k = params.pattern.frequency_fraction * OPTICS.cutoff_per_um * OPTICS.pixel_size_um
+    for p in good.patterns:
+        assert p.frequency_cycles_per_px == pytest.approx(true_k, rel=0.02)
+    # from now on the found estimate is kept, even through another blank group
+    rec.reconstruct(blank)
+    assert rec.last_estimate is good
+    np.testing.assert_array_equal(rec.reconstruct(group.raw), real)
+
+
+def test_background_rule_is_the_wiener_percentile_of_block_means():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(200.0, 30.0, size=(9, 64, 64)).astype(np.float32)
+    blocks = frames.mean(axis=0).reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    assert estimate_background(frames) == pytest.approx(
+        float(np.percentile(blocks, WIENER_BACKGROUND_PERCENTILE)), rel=1e-6
+    )
+    # a rule of its own: not the RCAN normalization's 0.5th percentile of all pixels
+    assert estimate_background(frames) != pytest.approx(normalization_for(frames).background)
 
 
 def test_non_square_frames_without_optics():

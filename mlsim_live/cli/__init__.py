@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mlsim_live import __version__
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 
 # Order shown in --help.
 COMMANDS = (
@@ -68,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, already one line)
         return int(exc.code or 0)
     if not getattr(args, "func", None):
-        parser.print_help()
+        commands = ", ".join(_commands(parser))
+        print(
+            f"mlsim-live: error: a command is required; expected one of {commands} "
+            "(mlsim-live -h for help)",
+            file=sys.stderr,
+        )
         return 2
     _configure_logging(args.verbose, args.quiet)
     try:
@@ -76,10 +81,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MLSimError as exc:
         print(f"mlsim-live {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be written (or read): no traceback
+        print(f"mlsim-live {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mlsim-live {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    """Names of the registered subcommands, in --help order."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _os_error(exc: OSError) -> str:
+    """``FILENAME: reason; expected a writable path`` for a file-system error, in one line."""
+    reason = exc.strerror or one_line(exc)
+    if exc.filename is None:
+        return f"{one_line(exc)}; expected a writable path"
+    names = str(exc.filename) if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return one_line(f"{names}: {reason}; expected a writable path", limit=1000)
 
 
 if __name__ == "__main__":  # pragma: no cover

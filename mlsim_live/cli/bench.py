@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from mlsim_live.constants import METHODS
+
 log = logging.getLogger(__name__)
 
 BACKEND_HELP = (
@@ -67,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument(
         "--method",
         default="rcan",
-        choices=("rcan", "wiener", "widefield"),
+        choices=METHODS,
         help="reconstruction method for --live (default rcan)",
     )
     live.add_argument("--model", type=Path, help="ONNX model for --live (default: shipped model)")

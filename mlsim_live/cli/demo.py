@@ -7,7 +7,39 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlsim_live.constants import METHODS
+
 log = logging.getLogger(__name__)
+
+# mlsim_live.live.worker.POLICIES (not imported here: registering stays light).
+POLICIES = ("latest", "all")
+
+
+def add_method_option(p: argparse.ArgumentParser) -> None:
+    """``--method`` of the live-path commands: default rcan with a model, else wiener."""
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        help="reconstruction method (default: rcan with --model or the default model; wiener "
+        "when no default model is installed)",
+    )
+
+
+def live_method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The method and model of ``--method``/``--model``, by the rule of ``reconstruct``.
+
+    Without ``--method``: rcan when ``--model`` is given or the default model is installed,
+    else wiener, said in a warning before the run starts.
+    """
+    from mlsim_live.cli.reconstruct import method_and_model
+
+    method, model = method_and_model(args)
+    if getattr(args, "method_fallback", False):
+        log.warning(
+            "no default model is installed; reconstructing with --method wiener "
+            "(--model PATH for rcan)"
+        )
+    return method, model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,16 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="demo", help="dataset name prefix (default demo)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
-    p.add_argument(
-        "--method",
-        choices=("rcan", "wiener", "widefield"),
-        default="rcan",
-        help="reconstruction method (default rcan)",
-    )
+    add_method_option(p)
     p.add_argument("--size", type=int, default=512, help="camera frame size N (default 512)")
     p.add_argument(
         "--policy",
-        choices=("latest", "all"),
+        choices=POLICIES,
         default="latest",
         help="latest: drop old groups when reconstruction is behind (default); all: every group",
     )
@@ -59,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print where the outputs are and the summary figures."""
+    from mlsim_live.cli._summary import print_summary
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.demo import HEADLESS_DEFAULT_GROUPS, DemoRun, DemoSettings
     from mlsim_live.sim import SAMPLE_KINDS
@@ -66,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sample not in SAMPLE_KINDS:
         raise MLSimError(f"--sample {args.sample!r}; expected one of {', '.join(SAMPLE_KINDS)}")
+    method, model = live_method_and_model(args)
     show = viewer_enabled(args.headless)
     if args.screenshot is not None and not show:
         log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
@@ -79,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         interval_s=args.interval_s,
         out=args.out,
         name=args.name,
-        method=args.method,
-        model=args.model,
+        method=method,
+        model=model,
         policy=args.policy,
         sample=args.sample,
         seed=args.seed,
@@ -90,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_with_viewer(demo, args.screenshot, args.overwrite)
     else:
         summary = demo.run()
-    print_summary(summary, simulated=True)
+    print_summary(summary)
     return 0
 
 
@@ -111,22 +140,3 @@ def run_with_viewer(demo: Any, screenshot: Path | None, overwrite: bool) -> dict
         screenshot=screenshot,
         overwrite=overwrite,
     )
-
-
-def print_summary(summary: dict[str, Any], simulated: bool = False) -> None:
-    """Print the outputs and the main figures of a live run."""
-    latency = summary.get("latency_ms") or {}
-    hook = summary.get("hook_ms") or {}
-    label = "SIMULATED " if simulated else ""
-    print(
-        f"{label}SIM acquisition: {summary['groups_acquired']} groups acquired, "
-        f"{summary['groups_reconstructed']} reconstructed, {summary['groups_dropped']} dropped, "
-        f"{summary['errors']} errors, {summary.get('incomplete_groups', 0)} incomplete"
-    )
-    print(
-        f"latency p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms; "
-        f"hook p50 {hook.get('p50')} ms; {summary['model']} on {summary['provider']}"
-    )
-    for key, label in (("raw_dataset", "raw"), ("sr_file", "SR"), ("summary_file", "summary")):
-        if summary.get(key):
-            print(f"{label}: {summary[key]}")

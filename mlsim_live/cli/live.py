@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlsim_live.cli.demo import POLICIES, add_method_option
+
 log = logging.getLogger(__name__)
 
 DEFAULT_JAVA_PORT = 4827
@@ -60,15 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="SIM groups to acquire (default: until the viewer closes, or Ctrl+C)",
     )
     p.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
-    p.add_argument(
-        "--method",
-        choices=("rcan", "wiener", "widefield"),
-        default="rcan",
-        help="reconstruction method (default rcan)",
-    )
+    add_method_option(p)
     p.add_argument(
         "--policy",
-        choices=("latest", "all"),
+        choices=POLICIES,
         default="latest",
         help="latest: drop old groups when reconstruction is behind (default); all: every group",
     )
@@ -107,24 +104,22 @@ def connect(args: argparse.Namespace) -> Any:
 def known_optics(args: argparse.Namespace, core: Any) -> Any:
     """Optics from --na and --wavelength-nm and the pixel size (option or Micro-Manager)."""
     from mlsim_live.errors import MLSimError
+    from mlsim_live.sim.optics import optics_from
 
     if args.na is None and args.wavelength_nm is None:
         return None
-    if args.na is None or args.wavelength_nm is None:
-        raise MLSimError("--na and --wavelength-nm go together; expected both or neither")
     pixel_size_um = args.pixel_size_um or float(core.get_pixel_size_um())
     if not pixel_size_um > 0:
         raise MLSimError(
             "Micro-Manager has no pixel size calibration; pass --pixel-size-um with --na"
         )
-    from mlsim_live.sim.optics import Optics
-
-    return Optics(na=args.na, wavelength_nm=args.wavelength_nm, pixel_size_um=pixel_size_um)
+    return optics_from(args.na, args.wavelength_nm, pixel_size_um)
 
 
 def run(args: argparse.Namespace) -> int:
     """Connect, acquire and reconstruct; print the outputs and figures."""
-    from mlsim_live.cli.demo import print_summary, run_with_viewer
+    from mlsim_live.cli._summary import print_summary
+    from mlsim_live.cli.demo import live_method_and_model, run_with_viewer
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.acquire import (
         AcquisitionSettings,
@@ -139,17 +134,7 @@ def run(args: argparse.Namespace) -> int:
         raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
     if args.time_points is not None and args.time_points < 1:
         raise MLSimError(f"--time-points {args.time_points}; expected at least 1")
-    show = viewer_enabled(args.headless)
-    if args.screenshot is not None and not show:
-        log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
-    core = connect(args)
-    if args.pattern_group:
-        check_pattern_group(core, args.pattern_group)
-        log.info("pattern control: config group %s (presets A0P0..A2P2)", args.pattern_group)
-    else:
-        log.info("pattern control: hardware sequencing (events carry only axes)")
-    if args.exposure_ms is not None:
-        core.set_exposure(float(args.exposure_ms))
+    # Every option is checked before anything on the microscope is changed.
     settings = AcquisitionSettings(
         groups=args.time_points,
         exposure_ms=args.exposure_ms,
@@ -158,17 +143,30 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         pattern_group=args.pattern_group,
     )
+    method, model = live_method_and_model(args)
+    show = viewer_enabled(args.headless)
+    if args.screenshot is not None and not show:
+        log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    core = connect(args)
+    optics = known_optics(args, core)
+    if args.pattern_group:
+        check_pattern_group(core, args.pattern_group)
+        log.info("pattern control: config group %s (presets A0P0..A2P2)", args.pattern_group)
+    else:
+        log.info("pattern control: hardware sequencing (events carry only axes)")
+    if settings.exposure_ms is not None:
+        core.set_exposure(float(settings.exposure_ms))
     args.out.mkdir(parents=True, exist_ok=True)
     name = next_dataset_name(args.out, args.name)
     frame_shape = (int(core.get_image_height()), int(core.get_image_width()))
     processor = SIMProcessor(
-        model=args.model,
-        method=args.method,
+        model=model,
+        method=method,
         policy=args.policy,
         out=args.out,
         name=name,
         pixel_size_um=args.pixel_size_um,
-        optics=known_optics(args, core),
+        optics=optics,
         frame_shape=frame_shape,
     )
     acquisition = SIMAcquisition(

@@ -8,10 +8,9 @@ import math
 import sys
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from mlsim_live.constants import METHODS, ORDERS
 
-_ORDERS = ("angle-major", "phase-major")
-_METHODS = ("rcan", "wiener", "widefield")
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,20 +22,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OME-TIFF) into DIR/<stem>_sr.tif (2D for one group, T x 2N x 2M for T groups) and "
         "DIR/<stem>_sr.json (method, model, provider, estimated parameters). Folders are "
         "searched recursively for *.tif/*.tiff; their sub-folders are kept under DIR. Existing "
-        "outputs are skipped unless --overwrite. A bad file does not stop the run; the exit "
-        "code is 2 if any file failed or was skipped.",
+        "outputs are skipped unless --overwrite. A bad file does not stop the run. --na and "
+        "--wavelength-nm go together unless the file's metadata supplies the other. Exit "
+        "code: 0 when every file was reconstructed; 1 when any file failed with an "
+        "unexpected error (a bug: please report it); otherwise 2 when any file was bad input, "
+        "failed to write, or was skipped.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="TIFF files or folders")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--method",
-        choices=_METHODS,
+        choices=METHODS,
         help="rcan (default when the default model is installed), wiener or widefield",
     )
     p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
     p.add_argument(
         "--order",
-        choices=_ORDERS,
+        choices=ORDERS,
         default="angle-major",
         help="frame order of plain stacks: a0p0 a0p1 ... (default) or p0a0 p0a1 ...",
     )
@@ -67,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Reconstruct every input; return 0, or 2 if any file failed or was skipped."""
+    """Reconstruct every input; return 0, 1 if any file failed unexpectedly, else 2 if any
+    file failed or was skipped."""
     from mlsim_live.batch import (
         LocalExecutor,
         ReadOptions,

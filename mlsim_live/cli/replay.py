@@ -7,6 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from mlsim_live.cli.demo import add_method_option
+from mlsim_live.constants import ORDERS
+
 log = logging.getLogger(__name__)
 
 
@@ -40,15 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output folder (default mlsim_replay)",
     )
     p.add_argument("--name", help="output stem (default: the input's name)")
-    p.add_argument(
-        "--method",
-        choices=("rcan", "wiener", "widefield"),
-        help="rcan (default when the default model is installed), wiener or widefield",
-    )
+    add_method_option(p)
     p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
     p.add_argument(
         "--order",
-        choices=("angle-major", "phase-major"),
+        choices=ORDERS,
         default="angle-major",
         help="frame order of plain TIFF stacks: a0p0 a0p1 ... (default) or p0a0 p0a1 ...",
     )
@@ -85,15 +84,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the input; print the outputs and the throughput."""
-    from mlsim_live.cli.reconstruct import check_optics, method_and_model
-    from mlsim_live.errors import MLSimError
+    from mlsim_live.cli._summary import print_summary
+    from mlsim_live.cli.demo import live_method_and_model
+    from mlsim_live.cli.reconstruct import check_optics
     from mlsim_live.replay import ReplayRun, ReplaySettings
+    from mlsim_live.sim.optics import optics_from
     from mlsim_live.viewer import viewer_enabled
 
-    method, model = method_and_model(args)
+    method, model = live_method_and_model(args)
     check_optics(args)
-    if (args.na is None) != (args.wavelength_nm is None):
-        raise MLSimError("--na and --wavelength-nm go together; expected both or neither")
+    optics_from(args.na, args.wavelength_nm, None)  # raises when only one of the two is given
     show = viewer_enabled(args.headless)
     if args.screenshot is not None:
         if show:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_with_viewer(replay_run, args.screenshot, args.overwrite)
     else:
         summary = replay_run.run()
-    print_summary(summary)
+    print_summary(summary, kind="replay")
     return 0
 
 
@@ -146,21 +146,3 @@ def run_with_viewer(replay_run: Any, screenshot: Path | None, overwrite: bool) -
         screenshot=screenshot,
         overwrite=overwrite,
     )
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    """Print the figures and outputs of a replay."""
-    latency = summary.get("latency_ms") or {}
-    label = "SIMULATED data, " if summary.get("simulated") else ""
-    print(
-        f"replay ({label}{summary['raw_frames']} raw frames): {summary['groups_acquired']} groups, "
-        f"{summary['groups_reconstructed']} reconstructed, {summary['groups_dropped']} dropped, "
-        f"{summary['errors']} errors, {summary.get('incomplete_groups', 0)} incomplete"
-    )
-    print(
-        f"{summary['raw_frames_per_s']} raw frames/s, {summary['groups_per_s']} groups/s; "
-        f"latency p50 {latency.get('p50')} ms, p95 {latency.get('p95')} ms; "
-        f"{summary['model']} on {summary['provider']}"
-    )
-    print(f"SR: {summary['sr_file']}")
-    print(f"summary: {summary['summary_file']}")

@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write simulated SIM raw groups, 2x ground truth and parameters",
         description="Physically simulated 3-angle x 3-phase SIM groups. Each group i writes "
         "DIR/sim_<i>_raw.tif (9 x N x N uint16, angle-major), DIR/sim_<i>_gt.tif "
-        "(2N x 2N float32) and DIR/sim_<i>.json (all physical parameters). Physics are "
-        "drawn at random over realistic ranges unless given.",
+        "(2N x 2N float32) and DIR/sim_<i>.json (all physical parameters), the JSON last. "
+        "Physics are drawn at random over realistic ranges unless given. Nothing is written "
+        "when any target exists (without --overwrite); a group whose files cannot all be "
+        "written leaves none of them.",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
     p.add_argument("--n", type=int, default=10, help="number of groups (default 10)")
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def group_paths(stem: Path) -> tuple[Path, Path, Path]:
+    """The raw TIFF, ground-truth TIFF and JSON of one simulated group."""
+    return Path(f"{stem}_raw.tif"), Path(f"{stem}_gt.tif"), Path(f"{stem}.json")
+
+
 def run(args: argparse.Namespace) -> int:
     """Simulate and write ``args.n`` groups."""
     from dataclasses import replace
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlsim_live.errors import MLSimError
     from mlsim_live.io import write_json_atomic, write_tiff_atomic
+    from mlsim_live.io.atomic import check_writable
     from mlsim_live.sim import SAMPLE_KINDS, Camera, Optics, random_params, simulate_group
 
     if args.n < 1 or args.size < 16:
@@ -60,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise MLSimError(
             f"--sample {args.sample!r} is unknown; expected one of {', '.join(SAMPLE_KINDS)}"
         )
+    if args.out.exists() and not args.out.is_dir():
+        raise MLSimError(f"--out {args.out} is a file; expected a folder")
+    stems = [args.out / f"sim_{i:04d}" for i in range(args.n)]
+    for stem in stems:  # fail before the first write, not after some groups
+        for path in group_paths(stem):
+            check_writable(path, args.overwrite)
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for i in tqdm(range(args.n), desc="simulate", unit="group", disable=args.quiet):
@@ -84,14 +98,18 @@ def run(args: argparse.Namespace) -> int:
         group = simulate_group(
             params, sample=args.sample, size=args.size, seed=int(rng.integers(2**31))
         )
-        stem = args.out / f"sim_{i:04d}"
+        raw_path, gt_path, json_path = group_paths(stems[i])
         pixel = optics.pixel_size_um
-        write_tiff_atomic(
-            Path(f"{stem}_raw.tif"), group.raw, pixel_size_um=pixel, overwrite=args.overwrite
-        )
-        write_tiff_atomic(
-            Path(f"{stem}_gt.tif"), group.gt, pixel_size_um=pixel / 2, overwrite=args.overwrite
-        )
-        write_json_atomic(Path(f"{stem}.json"), group.to_dict(), overwrite=args.overwrite)
+        written: list[Path] = []
+        try:
+            write_tiff_atomic(raw_path, group.raw, pixel_size_um=pixel, overwrite=args.overwrite)
+            written.append(raw_path)
+            write_tiff_atomic(gt_path, group.gt, pixel_size_um=pixel / 2, overwrite=args.overwrite)
+            written.append(gt_path)
+            write_json_atomic(json_path, group.to_dict(), overwrite=args.overwrite)
+        except BaseException:
+            for path in written:  # a group is complete or absent
+                path.unlink(missing_ok=True)
+            raise
     log.info("wrote %d simulated groups to %s", args.n, args.out)
     return 0

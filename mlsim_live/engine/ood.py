@@ -194,6 +194,10 @@ class OODChecker:
         self._static = optics_reasons(ranges, optics) if optics is not None else []
         self.last_estimate: Any = None
 
+    def reset(self) -> None:
+        """Estimate on the next group checked (a new file or acquisition begins)."""
+        self._calls = 0
+
     def check(self, group: np.ndarray) -> list[str]:
         """Reasons why ``group`` is outside the trained ranges (empty: inside), estimated once
         every ``every`` calls."""

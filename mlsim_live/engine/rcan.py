@@ -117,8 +117,10 @@ class RCANReconstructor:
     cache_dir : Path, optional
         TensorRT engine cache (default ``~/.cache/mlsim-live/tensorrt``).
     offset_adu : float, optional
-        Accepted for symmetry with the other reconstructors and ignored: the network's input
-        normalization estimates the background exactly as in training.
+        Camera offset (plus constant background) in the input's units. Given, it is the
+        normalization's background and the scale is measured above it
+        (``normalization_for(group, background=offset_adu)``); None: both are estimated per
+        group exactly as in training.
 
     Attributes
     ----------
@@ -166,10 +168,9 @@ class RCANReconstructor:
         # tiles have the padded multiple themselves, so every tile has one shape
         self.tile_size = max(self.multiple, tile_size // self.multiple * self.multiple)
         self.tile_overlap = tile_overlap
-        if offset_adu is not None:
-            log.debug(
-                "offset_adu=%s ignored by RCAN: its normalization finds the background", offset_adu
-            )
+        if offset_adu is not None and not np.isfinite(offset_adu):
+            raise MLSimError(f"offset {offset_adu} ADU; expected a finite number")
+        self.offset_adu = None if offset_adu is None else float(offset_adu)
         gpu_hint = GPU_WARMUP_HW if warmup is True else (warmup or GPU_WARMUP_HW)
         self.session = OnnxSession(
             path,
@@ -224,7 +225,7 @@ class RCANReconstructor:
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise MLSimError("SIM group contains NaN or infinite values; expected finite values")
         _, h, w = arr.shape
-        norm = normalization_for(arr)
+        norm = normalization_for(arr, background=self.offset_adu)
         x = pad_group(norm.apply(arr), self.multiple, MIN_INPUT_SIZE)
         _, hp, wp = x.shape
         if hp <= self.tile_size and wp <= self.tile_size:
@@ -253,17 +254,29 @@ class RCANReconstructor:
         log.debug("warm-up %s x %s on %s: %.0f ms", hp, wp, self.provider, self.warmup_ms)
         return self.warmup_ms
 
-    def check_ood(self, group: np.ndarray) -> list[str]:
+    def check_ood(self, group: np.ndarray, *, warn: bool = True, fresh: bool = False) -> list[str]:
         """Reasons why ``group`` lies outside the model's training ranges (empty: inside).
 
         The physics is estimated on one group in ``ood_every`` (see `mlsim_live.engine.ood`);
         a warning is logged when the verdict changes to out-of-distribution. Returns an empty
         list when the model card records no ranges.
+
+        Parameters
+        ----------
+        group : ndarray
+            ``(9, H, W)`` raw group.
+        warn : bool
+            Log the warning (False: the caller reports, e.g. once per file in a batch).
+        fresh : bool
+            Estimate on this group now and restart the ``ood_every`` count (the first group
+            of a new file or acquisition).
         """
         if self._ood is None:
             return []
+        if fresh:
+            self._ood.reset()
         reasons = self._ood.check(group)
-        if reasons and reasons != self._last_ood:
+        if warn and reasons and reasons != self._last_ood:
             log.warning(
                 "input is outside the training range of %s: %s", self.path.name, "; ".join(reasons)
             )

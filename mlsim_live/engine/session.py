@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live.engine import providers as prov
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ def check_model_file(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise MLSimError(f"model file {path} is empty; expected an ONNX model (.onnx)")
     return path.resolve()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _is_model_error(exc: BaseException) -> bool:
@@ -216,7 +211,7 @@ class OnnxSession:
         except Exception as exc:
             if _is_model_error(exc) or names == [prov.CPU]:
                 raise MLSimError(
-                    f"model file {self.path} could not be loaded ({_first_line(exc)}); expected "
+                    f"model file {self.path} could not be loaded ({one_line(exc)}); expected "
                     "an ONNX model exported by `mlsim-live export`"
                 ) from exc
             raise
@@ -239,7 +234,7 @@ class OnnxSession:
             except MLSimError:
                 raise
             except Exception as exc:
-                last_error = _first_line(exc)
+                last_error = one_line(exc)
                 level = logging.WARNING if plan.primary == prov.CUDA or explicit else logging.INFO
                 log.log(
                     level,

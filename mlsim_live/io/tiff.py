@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.constants import ORDERS
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.io.atomic import atomic_path
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ORDERS = ("angle-major", "phase-major")
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIXEL_SIZE_RANGE_UM = (0.005, 2.0)  # as accepted by mlsim_live.sim.optics.Optics
 
@@ -78,12 +78,12 @@ class _TifffileLog(logging.Handler):
         self.records.append(record)
 
     def errors(self) -> list[str]:
-        return [_short(r.getMessage()) for r in self.records if r.levelno >= logging.ERROR]
+        return [one_line(r.getMessage()) for r in self.records if r.levelno >= logging.ERROR]
 
     def relog_warnings(self, path: Path) -> None:
         for r in self.records:
             if logging.WARNING <= r.levelno < logging.ERROR:
-                log.warning("%s: %s", path, _short(r.getMessage()))
+                log.warning("%s: %s", path, one_line(r.getMessage()))
 
 
 _LOG_LOCK = threading.RLock()
@@ -103,12 +103,6 @@ def _capture_tifffile_log() -> Iterator[_TifffileLog]:
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
-
-
-def _short(message: str, limit: int = 160) -> str:
-    """One line, at most ``limit`` characters."""
-    line = " ".join(str(message).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +171,7 @@ class _PageFrames:
         except Exception as exc:
             raise MLSimError(
                 f"{self._path}: cannot read frames {_frame_list(frames)} "
-                f"({type(exc).__name__}: {_short(exc)}); expected a complete, readable TIFF"
+                f"({type(exc).__name__}: {one_line(exc)}); expected a complete, readable TIFF"
             ) from exc
         errors = tlog.errors()
         if errors:
@@ -446,7 +440,7 @@ def read_raw_stack(
                 raise
             except Exception as exc:
                 raise MLSimError(
-                    f"{path}: not a readable TIFF ({type(exc).__name__}: {_short(exc)}); "
+                    f"{path}: not a readable TIFF ({type(exc).__name__}: {one_line(exc)}); "
                     "expected a TIFF file"
                 ) from exc
         errors = tlog.errors()
@@ -696,7 +690,7 @@ def _physical_metadata(
         if pixel is None:
             pixel = _resolution_pixel_um(tif)
     except Exception as exc:  # metadata oddities are recoverable
-        log.warning("%s: cannot read the pixel size from metadata (%s)", path, _short(exc))
+        log.warning("%s: cannot read the pixel size from metadata (%s)", path, one_line(exc))
         pixel = None
     if pixel is not None and not (
         math.isfinite(pixel) and PIXEL_SIZE_RANGE_UM[0] <= pixel <= PIXEL_SIZE_RANGE_UM[1]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.processor import SIMProcessor
 from mlsim_live.recon.base import N_ANGLES, N_PHASES
 
@@ -118,11 +118,13 @@ class FrameCounter:
 
     def __init__(self) -> None:
         self.count = 0
+        self.last_frame_at = time.monotonic()
         self._cond = threading.Condition()
 
     def __call__(self, image: np.ndarray, metadata: Any) -> tuple[np.ndarray, Any]:
         with self._cond:
             self.count += 1
+            self.last_frame_at = time.monotonic()
             self._cond.notify_all()
         return image, metadata
 
@@ -131,16 +133,82 @@ class FrameCounter:
         with self._cond:
             return self._cond.wait_for(lambda: self.count >= count, timeout)
 
+    def idle_s(self) -> float:
+        """Seconds since the last frame (or since :meth:`restart_idle`)."""
+        with self._cond:
+            return time.monotonic() - self.last_frame_at
 
-def chain(*stages: Stage) -> Stage:
-    """One ``image_process_fn`` that runs image-processor stages in order."""
+    def restart_idle(self) -> None:
+        """Count the idle time from now (the start of an acquisition)."""
+        with self._cond:
+            self.last_frame_at = time.monotonic()
 
-    def image_process_fn(image: np.ndarray, metadata: Any) -> tuple[np.ndarray, Any]:
-        for stage in stages:
-            image, metadata = stage(image, metadata)
+
+class StageChain:
+    """One ``image_process_fn`` that runs image-processor stages in order, each guarded.
+
+    A stage that raises never loses the frame nor aborts the acquisition (Pycro-Manager drops
+    the frame and aborts when its image processor raises): the error is logged (the first with
+    its traceback) and counted in ``errors``, and the frame and metadata the stage received go
+    on unchanged to the next stage, so the raw frame is still saved.
+    """
+
+    def __init__(self, *stages: Stage) -> None:
+        self.stages = stages
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray, metadata: Any) -> tuple[np.ndarray, Any]:
+        for stage in self.stages:
+            try:
+                image, metadata = stage(image, metadata)
+            except Exception as exc:
+                with self._lock:
+                    self.errors += 1
+                    first = self.errors == 1
+                log.log(
+                    logging.ERROR if first else logging.DEBUG,
+                    "image-processor stage %s failed on frame %s: %s; the frame goes on unchanged"
+                    "%s",
+                    getattr(stage, "__name__", type(stage).__name__),
+                    _frame_axes(metadata),
+                    one_line(exc),
+                    " (further failures are counted in stage_errors)" if first else "",
+                    exc_info=first,
+                )
         return image, metadata
 
-    return image_process_fn
+
+def chain(*stages: Stage) -> StageChain:
+    """One ``image_process_fn`` that runs image-processor stages in order (see `StageChain`)."""
+    return StageChain(*stages)
+
+
+def _frame_axes(metadata: Any) -> Any:
+    try:
+        return dict(metadata.get("Axes") or {})
+    except Exception:
+        return "?"
+
+
+def acquisition_ended(acq: Any) -> bool:
+    """True when a Pycro-Manager acquisition takes no more events (aborted or finished).
+
+    Asks the backend's acquisition (``acq._acq``, the Python acquisition engine's or the Java
+    one's over the bridge) ``is_abort_requested()`` and ``are_events_finished()``; an
+    acquisition that cannot be asked any more counts as ended.
+    """
+    engine = getattr(acq, "_acq", None)
+    if engine is None:
+        return False
+    for name in ("is_abort_requested", "are_events_finished"):
+        try:
+            if getattr(engine, name)():
+                return True
+        except Exception as exc:
+            log.debug("cannot ask the acquisition %s(): %s", name, one_line(exc))
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -165,6 +233,10 @@ class AcquisitionSettings:
         sequencing (events carry only axes).
     lookahead_groups : int
         Groups queued ahead of the frames seen by the processor.
+    stall_timeout_s : float or None
+        The acquisition counts as stalled, and is aborted, when no frame arrives for this long
+        (plus ``interval_s`` and one exposure) while more groups are to be queued. None: wait
+        for frames forever.
     """
 
     groups: int | None = 1
@@ -174,14 +246,26 @@ class AcquisitionSettings:
     name: str = "sim"
     pattern_group: str | None = None
     lookahead_groups: int = 2
+    stall_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         if self.groups is not None and self.groups < 1:
             raise MLSimError(f"{self.groups} groups requested; expected at least 1")
-        if (self.exposure_ms is not None and self.exposure_ms <= 0) or self.interval_s < 0:
-            raise MLSimError("exposure must be positive and the interval non-negative")
+        if self.exposure_ms is not None and not self.exposure_ms > 0:
+            raise MLSimError(f"exposure {self.exposure_ms} ms; expected a positive exposure")
+        if not self.interval_s >= 0:
+            raise MLSimError(f"interval {self.interval_s} s; expected 0 or more seconds")
         if self.lookahead_groups < 1:
             raise MLSimError("lookahead_groups must be at least 1")
+        if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
+            raise MLSimError(f"stall timeout {self.stall_timeout_s} s; expected a positive time")
+
+    @property
+    def stall_limit_s(self) -> float | None:
+        """Seconds without a frame after which the acquisition counts as stalled."""
+        if self.stall_timeout_s is None:
+            return None
+        return self.stall_timeout_s + self.interval_s + (self.exposure_ms or 0.0) / 1e3
 
 
 class SIMAcquisition:
@@ -221,7 +305,9 @@ class SIMAcquisition:
         self.dataset_name = dataset_name
         self.dataset_path: Path | None = None
         self.groups_submitted = 0
+        self.ended = "not started"
         self._counter = FrameCounter()
+        self._chain = chain(*self.stages, self._counter, self.processor)
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -236,14 +322,20 @@ class SIMAcquisition:
         return self._stop.is_set()
 
     def run(self) -> dict[str, Any]:
-        """Acquire until ``groups`` are done or ``stop()``; close the processor; return summary."""
+        """Acquire until ``groups`` are done or ``stop()``; close the processor; return summary.
+
+        The summary adds to the processor's: ``groups_requested``, ``groups_submitted``,
+        ``raw_frames``, ``stage_errors`` (failures of the image-processor stages, whose frames
+        went on unchanged), ``acquisition_ended`` (``completed``, ``stopped``, ``aborted`` by
+        Pycro-Manager, ``stalled`` or ``failed``), ``acquisition_s`` and ``raw_dataset``.
+        """
         from pycromanager import Acquisition
 
         s = self.settings
         kwargs: dict[str, Any] = {
             "directory": str(s.out) if s.out is not None else None,
             "name": s.name,
-            "image_process_fn": chain(*self.stages, self._counter, self.processor),
+            "image_process_fn": self._chain,
         }
         if self.post_hardware_hook is not None:
             kwargs["post_hardware_hook_fn"] = self.post_hardware_hook
@@ -255,12 +347,18 @@ class SIMAcquisition:
                 self._queue_groups(acq)
             acquisition_s = time.perf_counter() - started
             self._record_dataset(acq)
+        except BaseException:
+            if self.ended == "running":
+                self.ended = "failed"
+            raise
         finally:
             self.processor.extra_summary.update(
                 {
                     "groups_requested": s.groups,
                     "groups_submitted": self.groups_submitted,
                     "raw_frames": self._counter.count,
+                    "stage_errors": self._chain.errors,
+                    "acquisition_ended": self.ended,
                     "acquisition_s": None if acquisition_s is None else round(acquisition_s, 3),
                     "raw_dataset": str(self.dataset_path) if self.dataset_path else None,
                 }
@@ -270,16 +368,50 @@ class SIMAcquisition:
 
     def _queue_groups(self, acq: Any) -> None:
         s = self.settings
+        self.ended = "running"
+        self._counter.restart_idle()
         index = 0
-        while not self.stopped and (s.groups is None or index < s.groups):
-            needed = GROUP_SIZE * (index - s.lookahead_groups)
-            while not self.stopped and not self._counter.wait_for(needed, timeout=0.1):
-                pass
-            if self.stopped:
-                break
+        while s.groups is None or index < s.groups:
+            ended = self._wait_for_frames(acq, GROUP_SIZE * (index - s.lookahead_groups))
+            if ended is not None:
+                self.ended = ended
+                return
             acq.acquire(sim_group_events(index, s.exposure_ms, s.pattern_group, s.interval_s))
             index += 1
             self.groups_submitted = index
+        self.ended = "completed"
+
+    def _wait_for_frames(self, acq: Any, needed: int) -> str | None:
+        """Wait until ``needed`` frames arrived; else say why the queueing ends.
+
+        Returns None when the frames arrived, ``"stopped"`` after :meth:`stop`, ``"aborted"``
+        when Pycro-Manager ended the acquisition (e.g. a failing hook), ``"stalled"`` when no
+        frame arrived for ``settings.stall_limit_s`` (the acquisition is then aborted).
+        """
+        limit_s = self.settings.stall_limit_s
+        while not self._counter.wait_for(needed, timeout=0.1):
+            if self.stopped:
+                return "stopped"
+            if acquisition_ended(acq):
+                log.error(
+                    "the acquisition ended after %d of the frames queued; no more groups queued",
+                    self._counter.count,
+                )
+                return "aborted"
+            idle_s = self._counter.idle_s()
+            if limit_s is not None and idle_s > limit_s:
+                log.error(
+                    "no frame arrived for %.0f s (%d frames so far): the acquisition is stalled "
+                    "and is aborted",
+                    idle_s,
+                    self._counter.count,
+                )
+                try:
+                    acq.abort()
+                except Exception as exc:
+                    log.warning("aborting the stalled acquisition failed: %s", one_line(exc))
+                return "stalled"
+        return "stopped" if self.stopped else None
 
     def _record_dataset(self, acq: Any) -> None:
         if self.settings.out is None:

@@ -25,12 +25,9 @@ def bare_reconstruct_ms(
     reconstructor: Reconstructor, group: np.ndarray, repeats: int = 5
 ) -> dict[str, float | None]:
     """p50/p95 of ``reconstructor.reconstruct(group)`` alone (after one warm-up call)."""
-    reconstructor.reconstruct(group)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        reconstructor.reconstruct(group)
-        times.append((time.perf_counter() - t0) * 1e3)
+    from mlsim_live.bench import time_calls
+
+    times = time_calls(lambda: reconstructor.reconstruct(group), repeats, max_time_s=float("inf"))
     return percentiles_ms(times)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.acquire import AcquisitionSettings, SIMAcquisition, next_dataset_name
 from mlsim_live.live.processor import SIMProcessor
 from mlsim_live.live.sim_optics import PATTERN_GROUP, SimulatedSIMOptics
@@ -72,10 +72,9 @@ def start_python_backend(
         core.load_system_configuration(str(cfg))
         return core
     except Exception as exc:  # the core's own message says what failed (e.g. an adapter version)
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise MLSimError(
             f"Micro-Manager could not load {cfg.name} with the adapters in {adapter_path}: "
-            f"{first_line}; expected pymmcore and device adapters of the same device "
+            f"{one_line(exc)}; expected pymmcore and device adapters of the same device "
             "interface version"
         ) from exc
 
@@ -111,47 +110,46 @@ def configure_camera(core: Any, size: int, exposure_ms: float) -> None:
 
 
 @dataclass(frozen=True)
-class DemoSettings:
-    """What a demo run does.
+class DemoSettings(AcquisitionSettings):
+    """What a demo run does: a SIM time series (`AcquisitionSettings`) plus the demo's camera,
+    sample and reconstruction.
 
     Attributes
     ----------
-    groups : int or None
-        SIM groups (time points) to acquire; None runs until ``stop()``.
     size : int
         Camera frame size (N x N); the SR image is 2N x 2N.
-    exposure_ms : float
-        DemoCamera exposure per raw frame.
-    interval_s : float
-        Time between group starts (0: as fast as possible).
-    out : Path or None
-        Folder for the raw NDTiff dataset ``<name>_N``, ``<name>_N_sr.tif`` and
-        ``<name>_N_summary.json``; None keeps the raw data in memory and writes nothing.
-    name : str
-        Dataset name prefix.
     method, model : str, path or None
-        Reconstruction method and ONNX model (see ``make_reconstructor``).
+        Reconstruction method and ONNX model (see ``make_stream_reconstructor``); method None
+        picks rcan when a model is given or installed, else wiener (see
+        `mlsim_live.live.processor.default_method`).
     policy : {"latest", "all"}
         Reconstruction queue policy.
     sample : str
         Simulated sample kind.
     seed : int
         Seed of the simulated sample and noise.
+
+    The acquisition fields keep their meaning with demo defaults: ``groups`` 20, ``exposure_ms``
+    10 (required: it is set on the DemoCamera), ``name`` ``"demo"``, and ``pattern_group`` the
+    demo configuration's ``SIM`` group. ``out`` None keeps the raw data in memory and writes
+    nothing.
     """
 
     groups: int | None = HEADLESS_DEFAULT_GROUPS
-    size: int = 512
-    exposure_ms: float = 10.0
-    interval_s: float = 0.0
-    out: Path | None = None
+    exposure_ms: float | None = 10.0
     name: str = "demo"
-    method: str = "rcan"
+    pattern_group: str | None = PATTERN_GROUP
+    size: int = 512
+    method: str | None = None
     model: Path | None = None
     policy: str = "latest"
     sample: str = "mixture"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.exposure_ms is None:
+            raise MLSimError("the demo needs an exposure; expected exposure_ms > 0")
         if self.size < 16 or self.size % 2:
             raise MLSimError(f"frame size {self.size}; expected an even size of at least 16")
 
@@ -180,16 +178,8 @@ class DemoRun:
         reconstructor: Reconstructor | None = None,
     ) -> None:
         self.settings = settings
-        acquisition = AcquisitionSettings(
-            groups=settings.groups,
-            exposure_ms=settings.exposure_ms,
-            interval_s=settings.interval_s,
-            out=settings.out,
-            name=settings.name,
-            pattern_group=PATTERN_GROUP,
-        )
         self.core = start_demo_core()
-        configure_camera(self.core, settings.size, settings.exposure_ms)
+        configure_camera(self.core, settings.size, float(settings.exposure_ms or 0.0))
         self.optics = SimulatedSIMOptics(
             size=settings.size, sample=settings.sample, seed=settings.seed, core=self.core
         )
@@ -213,7 +203,7 @@ class DemoRun:
         self.processor.extra_summary["simulation"] = self.optics.describe()
         self.acquisition = SIMAcquisition(
             self.processor,
-            acquisition,
+            settings,
             stages=(self.optics,),
             post_hardware_hook=self.optics.post_hardware_hook,
             dataset_name=self.name if settings.out is not None else None,
@@ -231,7 +221,7 @@ class DemoRun:
             s.groups if s.groups is not None else "unlimited",
             s.size,
             s.size,
-            s.exposure_ms,
+            s.exposure_ms or 0.0,
             s.policy,
         )
         return self.acquisition.run()

@@ -51,23 +51,47 @@ def warm_up(reconstructor: Reconstructor, frame_shape: tuple[int, int]) -> None:
     log.debug("reconstructor warmed up in %.0f ms", (time.perf_counter() - started) * 1e3)
 
 
+def default_method(method: str | None, model: str | os.PathLike[str] | None = None) -> str:
+    """``method``, or when None: ``rcan`` with a model (given or installed), else ``wiener``.
+
+    The rule of the ``reconstruct``, ``replay``, ``demo`` and ``live`` commands; the Wiener
+    fallback is logged as a warning.
+    """
+    if method is not None:
+        return method
+    from mlsim_live import paths
+
+    if model is not None or paths.has_default_model():
+        return "rcan"
+    log.warning(
+        "no default model installed (%s in %s); reconstructing with method wiener",
+        paths.DEFAULT_MODEL_NAME,
+        paths.models_dir(),
+    )
+    return "wiener"
+
+
 class SIMProcessor:
     """Pycro-Manager ``image_process_fn`` that reconstructs SIM groups live.
 
     Each call returns the raw frame and its metadata unchanged, so Pycro-Manager saves the raw
     data, and pushes the frame into a :class:`Pipeline`, which groups frames by their angle and
-    phase axes and reconstructs complete groups on a worker thread. The call never raises and
-    returns at once.
+    phase axes and reconstructs complete groups on a worker thread. The call never raises.
+    Under ``policy="latest"`` it returns at once; under ``policy="all"`` it blocks while the
+    groups waiting for reconstruction hold more than ``max_waiting_bytes`` (backpressure on the
+    acquisition, logged), and returns at once otherwise.
 
     Parameters
     ----------
     model : path-like, optional
         ONNX model for ``method="rcan"``; None uses the default model.
-    method : {"rcan", "wiener", "widefield"}
-        Reconstruction method, built with ``mlsim_live.recon.make_reconstructor``.
+    method : {"rcan", "wiener", "widefield"}, optional
+        Reconstruction method, built with ``mlsim_live.recon.make_stream_reconstructor``. None:
+        ``rcan`` when ``model`` is given or the default model is installed, else ``wiener``
+        (with a warning).
     policy : {"latest", "all"}
         ``latest`` (live default) drops the oldest waiting groups when reconstruction falls
-        behind; ``all`` reconstructs every group (the acquisition waits only at a memory bound).
+        behind; ``all`` reconstructs every group (the hook blocks only at a memory bound).
     angle_axis, phase_axis : str
         Names of the event axes that carry the pattern angle (0..2) and phase (0..2).
     out : path-like, optional
@@ -111,7 +135,7 @@ class SIMProcessor:
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
-        method: str = "rcan",
+        method: str | None = None,
         policy: str = "latest",
         angle_axis: str = "angle",
         phase_axis: str = "phase",
@@ -132,7 +156,10 @@ class SIMProcessor:
             from mlsim_live.recon import make_stream_reconstructor
 
             reconstructor = make_stream_reconstructor(
-                method, model=model, optics=optics, **dict(reconstructor_options or {})
+                default_method(method, model),
+                model=model,
+                optics=optics,
+                **dict(reconstructor_options or {}),
             )
         if frame_shape is not None:
             warm_up(reconstructor, frame_shape)

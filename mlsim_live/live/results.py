@@ -31,7 +31,7 @@ class GroupResult:
     completed_at : float
         ``time.time()`` when the group's last frame arrived.
     reconstructor : str
-        Reconstructor name (e.g. ``"rcan:mlsim_default.onnx"``).
+        Reconstructor name (e.g. ``"rcan:rcan_default.onnx"``).
     provider : str
         Where it ran (e.g. ``"CPUExecutionProvider"``).
     pixel_size_um : float or None
@@ -39,7 +39,13 @@ class GroupResult:
     simulated : bool
         True when the raw frames came from simulated optics (demo mode).
     ood : bool
-        True when the group fell outside the model's trained ranges.
+        The latest out-of-distribution verdict when this result was made: True when the most
+        recently checked group (this one or an earlier one; the check runs off the
+        reconstruction thread on the newest group) fell outside the model's trained ranges.
+    extra : dict
+        ``first_frame_at``, ``metadata`` (of the group's last frame), ``ood_reasons`` and
+        ``ood_checked_key`` (the key of the group the verdict was made on, None before the
+        first check).
     """
 
     index: int

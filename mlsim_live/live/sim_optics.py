@@ -6,7 +6,8 @@ DemoCamera state device ("SIM Pattern", set per event through the ``SIM`` config
 this module plays the optics: a post-hardware hook reads which pattern the device is showing, and
 an image-processor stage placed ahead of the ``SIMProcessor`` replaces the DemoCamera's frame by a
 physically simulated raw frame of a fixed sample under that pattern (fresh camera noise each
-exposure). Every frame is marked as simulated in its metadata.
+exposure). Every frame is marked as simulated in its metadata, with the simulated NA, emission
+wavelength and pixel size.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ PATTERN_DEVICE = "SIM Pattern"
 PATTERN_GROUP = "SIM"
 SIMULATED_TAG = "mlsim-live-Simulated"
 PATTERN_TAG = "mlsim-live-SIMPattern"
+# The simulated optics, so a replay of the recording reconstructs as the live run did.
+NA_TAG = "mlsim-live-NA"
+WAVELENGTH_TAG = "mlsim-live-EmissionWavelength_nm"
 _PRESET = re.compile(r"^A(\d)P(\d)$")
 
 # The simulated instrument: a 1.4 NA oil objective, green emission, 80 nm camera pixels,
@@ -179,7 +183,11 @@ class SimulatedSIMOptics:
     def __call__(
         self, image: np.ndarray, metadata: dict[str, Any]
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Image-processor stage: return the simulated frame and its (labelled) metadata."""
+        """Image-processor stage: return the simulated frame and its (labelled) metadata.
+
+        Run it through `mlsim_live.live.acquire.chain`, which passes the camera frame on when
+        a stage fails.
+        """
         state = self._state_for(metadata.get("Axes") or {})
         if state is None:
             log.warning("no SIM pattern known for frame %s: camera frame passed on", metadata)
@@ -189,6 +197,8 @@ class SimulatedSIMOptics:
         metadata[SIMULATED_TAG] = True
         metadata[PATTERN_TAG] = preset_name(angle, phase)
         metadata["PixelSize_um"] = self.pixel_size_um
+        metadata[NA_TAG] = self.params.optics.na
+        metadata[WAVELENGTH_TAG] = self.params.optics.wavelength_nm
         metadata["Height"], metadata["Width"] = frame.shape
         self.frames_rendered += 1
         return frame, metadata

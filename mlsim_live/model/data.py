@@ -27,7 +27,7 @@ from mlsim_live.sim import (
     random_params,
     simulate_group,
 )
-from mlsim_live.sim.simulate import smooth_field
+from mlsim_live.sim.simulate import bin2, smooth_field
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,6 @@ def narrowed_ranges(
     return replace(ranges, **changes)
 
 
-def _bin2_mean(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[0] // 2, img.shape[1] // 2
-    return img[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
-
-
 def _sparse_density(
     shape: tuple[int, int], pixel_size_um: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -194,7 +189,7 @@ def make_example(
     raw = group.raw[:, m : m + patch_px, m : m + patch_px]
     gt = group.gt[2 * m : 2 * (m + patch_px), 2 * m : 2 * (m + patch_px)]
     if scale == 1:
-        gt = _bin2_mean(gt)
+        gt = bin2(gt) / 4  # mean of 2x2: the camera-grid truth
     x = normalization_for(raw).apply(raw)
     y = normalize_target(gt)[None]
     if flip:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlsim_live.constants import METHODS
 from mlsim_live.errors import MLSimError
 from mlsim_live.recon.base import Reconstructor
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlsim_live.sim.optics import Optics
 
-METHODS = ("rcan", "wiener", "widefield")
 
 __all__ = ["METHODS", "Reconstructor", "make_reconstructor", "make_stream_reconstructor"]
 
@@ -70,7 +70,9 @@ def make_reconstructor(
             raise MLSimError(
                 f"method 'rcan' needs ONNX Runtime (install mlsim-live[cpu] or [gpu]): {exc}"
             ) from exc
-    raise MLSimError(f"reconstruction method {method!r} is unknown; expected one of {METHODS}")
+    raise MLSimError(
+        f"reconstruction method {method!r} is unknown; expected one of {', '.join(METHODS)}"
+    )
 
 
 def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:

@@ -39,7 +39,9 @@ NOISE_REGION_FRACTION = 1.1
 OVERLAP_BINS = 10
 #: Accepted range of the fitted OTF damping.
 DAMPING_RANGE = (0.05, 1.5)
-BACKGROUND_PERCENTILE = 1.0
+#: Percentile of the 4x4-block-averaged widefield image taken as the background by the
+#: classical reconstructions (the RCAN's input normalization has its own rule).
+WIENER_BACKGROUND_PERCENTILE = 1.0
 SIGNAL_PERCENTILE = 99.9
 
 
@@ -242,7 +244,7 @@ def estimate_background(group: np.ndarray) -> float:
     wf = frames.mean(axis=0)
     h, w = (wf.shape[0] // 4) * 4, (wf.shape[1] // 4) * 4
     blocks = wf[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
-    return float(np.percentile(blocks, BACKGROUND_PERCENTILE))
+    return float(np.percentile(blocks, WIENER_BACKGROUND_PERCENTILE))
 
 
 def estimate_signal_level(group: np.ndarray, background_adu: float | None = None) -> float:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 AUTO_W_RANGE = (0.05, 0.5)
 AUTO_W_DEFAULT = 0.1
+#: A pattern whose correlation peak stands out less than this (peak over the median of the
+#: correlation; pure noise gives 3-3.7) was hardly found: warned about, and never reused.
+MIN_PEAK_CONTRAST = 4.0
 
 Apodization = Literal["otf", "triangle", "none"]
 APODIZATIONS = ("otf", "triangle", "none")
@@ -95,8 +98,10 @@ class WienerReconstructor:
     estimate : GroupEstimate, optional
         Fixed pattern parameters to use for every group (no estimation at all).
     reuse_estimate : bool
-        Estimate on the first group and reuse that estimate for later groups of the same shape
-        (live use: patterns do not drift within an acquisition).
+        Estimate on the first group where the pattern is found (every angle's correlation
+        peak contrast at least `MIN_PEAK_CONTRAST`) and reuse that estimate for later groups
+        of the same shape (live use: patterns do not drift within an acquisition). Groups
+        before it (a closed shutter, an empty field) are each estimated on their own.
     attenuation : float
         Strength (0 to <1) of fairSIM-style OTF attenuation around the centre of the shifted
         bands, where weakly modulated out-of-focus light lives; 0 (default) disables it, as it
@@ -172,6 +177,7 @@ class WienerReconstructor:
         self.equalize = equalize
         self.workers = workers
         self.last_estimate: GroupEstimate | None = estimate
+        self._reused: GroupEstimate | None = None  # the found estimate that reuse keeps
         self._plan: _Plan | None = None
         self._plan_estimate: GroupEstimate | None = None
         self._lock = threading.Lock()
@@ -186,7 +192,7 @@ class WienerReconstructor:
             "n/a" if est.snr is None else f"{est.snr:.1f}",
             wiener_parameter(est, self.wiener_w),
         )
-        weak = [i for i, p in enumerate(est.patterns) if p.peak_contrast < 4.0]
+        weak = [i for i, p in enumerate(est.patterns) if p.peak_contrast < MIN_PEAK_CONTRAST]
         if weak:
             log.warning("pattern of angle(s) %s hardly found (weak correlation peak)", weak)
         self.last_estimate = est
@@ -197,12 +203,15 @@ class WienerReconstructor:
             est = self.fixed_estimate
         elif (
             self.reuse_estimate
-            and self.last_estimate is not None
-            and self.last_estimate.shape == frames.shape[1:]
+            and self._reused is not None
+            and self._reused.shape == frames.shape[1:]
         ):
-            est = self.last_estimate
+            est = self._reused
+            self.last_estimate = est
         else:
             est = self.estimate(frames)
+            if self.reuse_estimate and pattern_found(est):
+                self._reused = est
         if est.shape != frames.shape[1:]:
             raise MLSimError(
                 f"pattern estimate is for {est.shape} frames but the group has "
@@ -383,6 +392,11 @@ def wiener_parameter(est: GroupEstimate, wiener_w: float | None = None) -> float
     if snr is None or not np.isfinite(snr) or snr <= 0:
         return AUTO_W_DEFAULT
     return float(np.clip(1.0 / np.sqrt(snr), AUTO_W_RANGE[0], AUTO_W_RANGE[1]))
+
+
+def pattern_found(est: GroupEstimate) -> bool:
+    """True when every angle's correlation peak stands out (contrast >= `MIN_PEAK_CONTRAST`)."""
+    return min(p.peak_contrast for p in est.patterns) >= MIN_PEAK_CONTRAST
 
 
 def _combine(weights: np.ndarray, frames: np.ndarray) -> np.ndarray:

@@ -219,14 +219,16 @@ class ReplaySettings:
         None: ``all`` when ``fps`` is None (every group is reconstructed), ``latest`` with
         ``fps`` (drops groups when reconstruction is behind, as live).
     method, model : str, Path or None
-        Reconstruction method and ONNX model (see ``mlsim_live.recon.make_reconstructor``).
+        Reconstruction method and ONNX model (see ``mlsim_live.recon.make_reconstructor``);
+        method None: rcan with a model (given or installed), else wiener.
     order : {"angle-major", "phase-major"}
         Frame order of a plain TIFF stack.
     angle_axis, phase_axis : str or None
         Axes that hold angle and phase: TIFF letters (``C``, ``Z``) or NDTiff axis names.
     pixel_size_um, na, wavelength_nm : float or None
-        Optics; the pixel size defaults to the recording's. With all three known, the
-        reconstructor gets an `Optics` (Wiener OTF, RCAN out-of-distribution check).
+        Optics; each defaults to the recording's (NA and wavelength as a pair: both options or
+        neither). With all three known, the reconstructor gets an `Optics` (Wiener OTF, RCAN
+        out-of-distribution check).
     offset_adu : float or None
         Camera offset to subtract instead of the reconstructor's own estimate.
     overwrite : bool
@@ -238,7 +240,7 @@ class ReplaySettings:
     name: str | None = None
     fps: float | None = None
     policy: str | None = None
-    method: str = "rcan"
+    method: str | None = None
     model: Path | None = None
     order: str = "angle-major"
     angle_axis: str | None = None
@@ -422,23 +424,24 @@ class ReplayRun:
 
 
 def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
-    """Build the reconstructor of ``settings`` with the optics known from options and source."""
-    from mlsim_live.recon import make_stream_reconstructor
-    from mlsim_live.sim.optics import Optics
+    """Build the reconstructor of ``settings`` with the optics known from options and source.
 
-    na = settings.na if settings.na is not None else getattr(source, "na", None)
-    wavelength_nm = (
-        settings.wavelength_nm
-        if settings.wavelength_nm is not None
-        else getattr(source, "wavelength_nm", None)
-    )
-    pixel_size_um = source.pixel_size_um
-    optics = None
-    if na is not None and wavelength_nm is not None and pixel_size_um is not None:
-        optics = Optics(na=na, wavelength_nm=wavelength_nm, pixel_size_um=pixel_size_um)
-    model = settings.model if settings.method == "rcan" else None
+    NA and emission wavelength come as a pair from the options, else from the recording (the
+    demo tags its simulated optics); the pixel size from the source (option or recording).
+    """
+    from mlsim_live.live.processor import default_method
+    from mlsim_live.recon import make_stream_reconstructor
+    from mlsim_live.sim.optics import optics_from
+
+    if settings.na is not None or settings.wavelength_nm is not None:
+        na, wavelength_nm = settings.na, settings.wavelength_nm
+    else:
+        na, wavelength_nm = getattr(source, "na", None), getattr(source, "wavelength_nm", None)
+    optics = optics_from(na, wavelength_nm, source.pixel_size_um)
+    method = default_method(settings.method, settings.model)
+    model = settings.model if method == "rcan" else None
     return make_stream_reconstructor(
-        settings.method, model=model, optics=optics, offset_adu=settings.offset_adu
+        method, model=model, optics=optics, offset_adu=settings.offset_adu
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 # Per-frame metadata keys written by Micro-Manager and by the demo's simulated optics.
 PIXEL_SIZE_KEY = "PixelSize_um"
 SIMULATED_KEY = "mlsim-live-Simulated"  # mlsim_live.live.sim_optics.SIMULATED_TAG
+NA_KEY = "mlsim-live-NA"  # mlsim_live.live.sim_optics.NA_TAG
+WAVELENGTH_KEY = "mlsim-live-EmissionWavelength_nm"  # mlsim_live.live.sim_optics.WAVELENGTH_TAG
 
 # NDTiff pixel types (ndtiff.ndtiff_index.NDTiffIndexEntry): bytes per pixel, monochrome only.
 _NDTIFF_BYTES = {0: 1, 1: 2, 3: 2, 4: 2, 5: 2, 6: 2}
@@ -66,6 +68,9 @@ class FrameSource(Protocol):
         Raw camera pixel size in the sample plane, when the recording says.
     simulated : bool
         The frames came from simulated optics (a ``demo`` recording).
+
+    A source may also have ``na`` and ``wavelength_nm`` (float or None): the objective NA and
+    emission wavelength, when the recording says. Replay uses them unless options override.
     """
 
     name: str
@@ -124,13 +129,14 @@ class TiffSource:
         phase_axis: str | None = None,
         pixel_size_um: float | None = None,
     ) -> None:
+        from mlsim_live.batch import output_stem
         from mlsim_live.io import read_raw_stack
 
         self.path = Path(path)
         self.stack = read_raw_stack(
             self.path, order=order, angle_axis=angle_axis, phase_axis=phase_axis
         )
-        self.name = _stem(self.path)
+        self.name = output_stem(self.path)
         self.format = self.stack.format
         self.n_groups = self.stack.n_groups
         self.n_frames = self.n_groups * GROUP_SIZE
@@ -180,7 +186,8 @@ class NDTiffSource:
     Frames are read one at a time in the order they were written, with their axes as recorded
     (``time``, ``angle``, ``phase``, ``position``, ...) and their image metadata. The pixel
     size comes from the image metadata (Micro-Manager's ``PixelSize_um``), else from the
-    summary metadata.
+    summary metadata; so do the NA and emission wavelength (``na``, ``wavelength_nm``) where
+    the recording has them (the demo tags its simulated optics), else they are None.
 
     Parameters
     ----------
@@ -232,8 +239,10 @@ class NDTiffSource:
         self.pixel_size_um = (
             pixel_size_um
             if pixel_size_um is not None
-            else _positive(first_meta.get(PIXEL_SIZE_KEY)) or _positive(summary.get(PIXEL_SIZE_KEY))
+            else _recorded(PIXEL_SIZE_KEY, first_meta, summary)
         )
+        self.na = _recorded(NA_KEY, first_meta, summary)
+        self.wavelength_nm = _recorded(WAVELENGTH_KEY, first_meta, summary)
 
     def _check_entries(self) -> None:
         """Every indexed image and its metadata lies inside an existing, complete file."""
@@ -299,7 +308,7 @@ class NDTiffSource:
         except Exception as exc:
             raise MLSimError(
                 f"{self.path}: cannot read the metadata of image {axes} "
-                f"({type(exc).__name__}: {_short(exc)}); expected a readable NDTiff dataset"
+                f"({type(exc).__name__}: {one_line(exc)}); expected a readable NDTiff dataset"
             ) from exc
         if not isinstance(meta, Mapping):
             raise MLSimError(
@@ -316,7 +325,7 @@ class NDTiffSource:
             except Exception as exc:
                 raise MLSimError(
                     f"{self.path}: cannot read image {recorded} ({type(exc).__name__}: "
-                    f"{_short(exc)}); expected a complete, readable NDTiff dataset"
+                    f"{one_line(exc)}); expected a complete, readable NDTiff dataset"
                 ) from exc
             if image.shape != self.frame_shape:
                 raise MLSimError(
@@ -363,11 +372,11 @@ def _open_ndtiff(path: Path) -> Any:
             dataset = Dataset(str(path))
     except Exception as exc:
         raise MLSimError(
-            f"{path}: cannot open the NDTiff dataset ({type(exc).__name__}: {_short(exc)}); "
+            f"{path}: cannot open the NDTiff dataset ({type(exc).__name__}: {one_line(exc)}); "
             "expected a complete Pycro-Manager NDTiff dataset"
         ) from exc
     for w in caught:
-        log.warning("%s: %s", path, _short(w.message))
+        log.warning("%s: %s", path, one_line(w.message))
     if not hasattr(dataset, "index") or not hasattr(dataset, "read_image"):
         with contextlib.suppress(Exception):
             dataset.close()
@@ -454,13 +463,13 @@ def open_source(
 # helpers
 
 
-def _stem(path: Path) -> str:
-    """File name without ``.tif``/``.tiff`` and a trailing ``.ome``."""
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+def _recorded(key: str, *metadata: Mapping[str, Any]) -> float | None:
+    """The first positive number under ``key`` in the metadata dicts, in order."""
+    for meta in metadata:
+        value = _positive(meta.get(key))
+        if value is not None:
+            return value
+    return None
 
 
 def _positive(value: Any) -> float | None:
@@ -477,11 +486,6 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     if isinstance(value, (int, float, np.integer)):
         return (0, value)
     return (1, str(value))
-
-
-def _short(message: object, limit: int = 160) -> str:
-    line = " ".join(str(message).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def describe(source: FrameSource) -> dict[str, Any]:

@@ -248,7 +248,7 @@ class _Scene:
     frequency_per_um: float
 
 
-def _bin2(img: np.ndarray) -> np.ndarray:
+def bin2(img: np.ndarray) -> np.ndarray:
     """Sum 2x2 blocks: integration over one camera pixel."""
     h, w = img.shape[-2] // 2, img.shape[-1] // 2
     return img[..., : 2 * h, : 2 * w].reshape(*img.shape[:-2], h, 2, w, 2).sum(axis=(-3, -1))
@@ -274,7 +274,7 @@ def _prepare(sample: np.ndarray, params: SIMParams, rng: np.random.Generator) ->
     s_hat = sfft.fft2(s)
     uneven = 1.0 - signal.unevenness * smooth_field(sample.shape, sample.shape[0] / 1.5, rng)
     otf_fine = otf_2d(sample.shape, fine_px, fc)
-    widefield = _bin2(sfft.ifft2(sfft.fft2(s * uneven) * otf_fine).real)
+    widefield = bin2(sfft.ifft2(sfft.fft2(s * uneven) * otf_fine).real)
     high = float(np.percentile(widefield, 99.9))
     photons_per_unit = signal.peak_photons / high if high > 0 else 0.0
     cam_shape = (sample.shape[0] // 2, sample.shape[1] // 2)
@@ -301,7 +301,7 @@ def _frame_photons(
     )
     emitted = scene.sample * illum * scene.uneven
     blurred = sfft.ifft2(sfft.fft2(emitted) * scene.otf_fine).real
-    return np.clip(_bin2(blurred), 0, None) * scene.photons_per_unit + scene.background
+    return np.clip(bin2(blurred), 0, None) * scene.photons_per_unit + scene.background
 
 
 def _ground_truth(scene: _Scene, params: SIMParams) -> np.ndarray:
@@ -427,6 +427,7 @@ __all__ = [
     "SIMParams",
     "Signal",
     "SimGroup",
+    "bin2",
     "random_params",
     "simulate_group",
     "smooth_field",
