@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -227,6 +226,8 @@ class PeakMemory:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             self.kind = "ru_maxrss"
+        import resource  # Unix only; imported here so the live path works on Windows
+
         self._ru0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return self
 
@@ -235,6 +236,8 @@ class PeakMemory:
             hwm = _status_kb("VmHWM")
             self.mb = None if hwm is None else max(0.0, (hwm - self._rss0) / 1024.0)
         else:
+            import resource
+
             ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             scale = 1024.0 if sys.platform != "darwin" else 1024.0 * 1024.0
             self.mb = max(0.0, (ru - self._ru0) / scale)

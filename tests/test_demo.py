@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -140,6 +141,39 @@ def test_cli_demo_headless(tmp_path, capsys):
     sr = tifffile.imread(out / "demo_1_sr.tif")
     assert sr.shape == (5, 128, 128) and np.isfinite(sr).all()
     assert len(read_dataset(out / "demo_1").get_image_coordinates_list()) == 45
+
+
+def test_cli_demo_without_default_model_falls_back_to_wiener(tmp_path, capsys, caplog, monkeypatch):
+    """No --method and no default model installed: the demo reconstructs with Wiener, as
+    `reconstruct` and `replay` do, and says so."""
+    from mlsim_live import paths
+
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "no_models")
+    monkeypatch.setattr(paths, "has_default_model", lambda: False)
+    out = tmp_path / "out"
+    args = ["demo", "--headless", "--groups", "2", "--size", "64", "--out", str(out)]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0, capsys.readouterr().err
+    assert "no default model" in caplog.text and "wiener" in caplog.text
+    summary = json.loads((out / "demo_1_summary.json").read_text())
+    assert summary["model"].startswith("wiener") and summary["groups_acquired"] == 2
+    assert summary["groups_reconstructed"] + summary["groups_dropped"] == 2
+    assert summary["errors"] == 0
+
+
+def test_cli_live_checks_exposure_before_touching_the_core(tmp_path, capsys, mm_core):
+    import mm_test_adapters
+
+    from mlsim_live.live.demo import demo_config_path
+
+    mm_core.set_exposure(7.0)
+    args = ["live", "--mm-app-path", mm_test_adapters.device_adapter_path()]
+    args += ["--config", str(demo_config_path()), "--pattern-group", "SIM"]
+    args += ["--out", str(tmp_path), "--headless", "--method", "widefield"]
+    assert main([*args, "--exposure-ms", "-5"]) == 2
+    assert "exposure" in capsys.readouterr().err
+    assert mm_core.get_exposure() == 7.0
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_demo_bad_input(tmp_path, capsys):

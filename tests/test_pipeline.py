@@ -395,7 +395,6 @@ def test_submit_waiting_for_room_when_closed_counts_as_dropped(fake_reconstructo
     assert wait_until(
         lambda: pipeline.summary["groups_acquired"] == 3 and pipeline.summary["groups_waiting"] == 1
     )
-    time.sleep(0.05)
     pipeline.close(timeout=0.3)
     pusher.join(10)
     assert not pusher.is_alive()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from mlsim_live.live.acquire import sim_group_events
+from mlsim_live.live.acquire import AcquisitionSettings, SIMAcquisition, sim_group_events
 from mlsim_live.live.demo import configure_camera
 from mlsim_live.live.processor import SIMProcessor
 from mlsim_live.live.results import GroupResult
+from mlsim_live.recon import default_method
 
 pytestmark = pytest.mark.mm
 
@@ -126,9 +129,138 @@ def test_hook_returns_frame_unchanged_for_any_metadata(fake_reconstructor):
     out_image, out_metadata = proc(image, metadata)
     assert out_image is image and out_metadata is metadata
     bare = {"Camera": "Camera"}
-    assert proc(image, bare) == (image, bare)
+    out_image, out_metadata = proc(image, bare)
+    assert out_image is image and out_metadata is bare
     summary = proc.close()
     assert summary["hook_failures"] == 1
     assert summary["hook_calls"] == 2
     assert summary["frames_received"] == 1
     assert summary["incomplete_groups"] == 1
+
+
+def test_missing_and_duplicated_frames_on_a_real_core(camera, tmp_path, fake_reconstructor):
+    """Group 0 gets a frame twice, group 1 lacks a1p1: one reconstruction, one incomplete
+    group and one duplicate reported, and every frame Micro-Manager acquired saved."""
+    events = sim_group_events(0, pattern_group="SIM") + sim_group_events(1, pattern_group="SIM")
+    del events[9 + 4]  # t1 a1p1 never acquired
+    events.insert(5, dict(events[4]))  # t0 a1p1 acquired twice
+    sink = ListSink()
+    proc = SIMProcessor(
+        reconstructor=fake_reconstructor(), policy="all", out=tmp_path, name="gaps", sinks=[sink]
+    )
+    dataset = acquire(tmp_path, proc, events)
+    summary = proc.close(timeout=30)
+    assert summary["hook_calls"] == 18 and summary["frames_received"] == 18
+    assert summary["groups_acquired"] == 1 and summary["groups_reconstructed"] == 1
+    assert summary["duplicates"] == 1
+    assert summary["incomplete_groups"] == 1
+    assert summary["incomplete"] == [{"key": {"time": 1}, "missing": [[1, 1]]}]
+    saved = {tuple(sorted(c.items())) for c in dataset.get_image_coordinates_list()}
+    assert saved == {tuple(sorted(e["axes"].items())) for e in events}  # all 17 distinct frames
+    assert [r.key for r in sink.results] == [{"time": 0}]
+    for slot in (0, 1, 2, 3, 5, 6, 7, 8):  # a1p1 has two candidates; the others are unique
+        a, p = divmod(slot, 3)
+        np.testing.assert_array_equal(
+            sink.results[0].raw[slot], dataset.read_image(time=0, angle=a, phase=p)
+        )
+    assert tifffile.imread(tmp_path / "gaps_sr.tif").shape == (2 * SIZE, 2 * SIZE)
+    saved_summary = json.loads((tmp_path / "gaps_summary.json").read_text())
+    assert saved_summary["incomplete_groups"] == 1 and saved_summary["duplicates"] == 1
+
+
+def run_in_thread(job, timeout: float = 30.0) -> dict:
+    """Run ``job()`` on a daemon thread; fail (instead of hanging the suite) after timeout."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = job()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the acquisition hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_failing_stage_loses_no_raw_frame(camera, tmp_path, fake_reconstructor, caplog):
+    """A stage before the processor raises on some frames: they go on unchanged, are saved and
+    reconstructed, and the failures are counted."""
+    calls = []
+
+    def flaky_stage(image, metadata):
+        calls.append(1)
+        if len(calls) % 4 == 0:
+            raise RuntimeError("deliberate stage failure")
+        return image, metadata
+
+    groups = 3
+    proc = SIMProcessor(reconstructor=fake_reconstructor(), policy="all", out=tmp_path, name="s")
+    settings = AcquisitionSettings(
+        groups=groups, out=Path(tmp_path), name="raw", pattern_group="SIM"
+    )
+    acquisition = SIMAcquisition(proc, settings, stages=(flaky_stage,))
+    with caplog.at_level(logging.ERROR):
+        summary = run_in_thread(acquisition.run)
+    assert summary["acquisition_ended"] == "completed"
+    assert summary["raw_frames"] == 9 * groups and len(calls) == 9 * groups
+    assert summary["stage_errors"] == 9 * groups // 4
+    assert summary["groups_reconstructed"] == groups and summary["incomplete_groups"] == 0
+    from ndtiff import Dataset
+
+    raw = Dataset(str(acquisition.dataset_path))
+    assert len(raw.get_image_coordinates_list()) == 9 * groups
+    assert "deliberate stage failure" in caplog.text
+
+
+def test_aborted_acquisition_ends_the_run(camera, tmp_path, fake_reconstructor):
+    """Pycro-Manager aborts when a hook raises: the run ends instead of waiting for frames."""
+
+    def failing_hook(event):
+        if event["axes"]["time"] == 3:
+            raise RuntimeError("deliberate hook failure")
+        return event
+
+    proc = SIMProcessor(reconstructor=fake_reconstructor(), policy="all")
+    settings = AcquisitionSettings(groups=10, pattern_group="SIM")
+    acquisition = SIMAcquisition(proc, settings, post_hardware_hook=failing_hook)
+    summary = run_in_thread(acquisition.run)
+    assert summary["acquisition_ended"] == "aborted"
+    assert summary["raw_frames"] == 27 and summary["groups_reconstructed"] == 3
+    assert summary["groups_submitted"] < 10
+
+
+def test_stalled_acquisition_is_aborted(camera, tmp_path, fake_reconstructor):
+    """No frame for longer than the stall timeout: the run aborts the acquisition and ends."""
+    import time
+
+    def slow_hook(event):
+        if event["axes"]["time"] == 3 and event["axes"]["angle"] == 0:
+            time.sleep(1.0)
+        return event
+
+    proc = SIMProcessor(reconstructor=fake_reconstructor(), policy="all")
+    settings = AcquisitionSettings(groups=10, pattern_group="SIM", stall_timeout_s=0.3)
+    acquisition = SIMAcquisition(proc, settings, post_hardware_hook=slow_hook)
+    summary = run_in_thread(acquisition.run)
+    assert summary["acquisition_ended"] == "stalled"
+    assert summary["groups_submitted"] < 10 and summary["raw_frames"] < 90
+
+
+def test_default_method_without_an_installed_model(monkeypatch, caplog):
+    from mlsim_live import paths
+
+    monkeypatch.setattr(paths, "has_default_model", lambda: False)
+    assert default_method("widefield") == "widefield"
+    assert default_method(None, model="given.onnx") == "rcan"
+    with caplog.at_level(logging.WARNING):
+        proc = SIMProcessor(policy="all")
+    assert proc.summary["model"].startswith("wiener")
+    assert "no default model installed" in caplog.text
+    proc.close()
+    monkeypatch.setattr(paths, "has_default_model", lambda: True)
+    assert default_method(None) == "rcan"

@@ -74,6 +74,7 @@ def write_ndtiff(
     pixel_size_um: float | None = 0.1,
     extra_axes: dict | None = None,
     skip: set | None = None,
+    extra_metadata: dict | None = None,
 ) -> Path:
     """Write ``groups`` as a Pycro-Manager NDTiff dataset (acquisition order: angle-major)."""
     from ndtiff import NDTiffDataset
@@ -91,6 +92,7 @@ def write_ndtiff(
             metadata = {"Axes": coords}
             if pixel_size_um is not None:
                 metadata["PixelSize_um"] = pixel_size_um
+            metadata.update(extra_metadata or {})
             dataset.put_image(coords, frame, metadata)
     dataset.finish()
     path = Path(dataset.path)
@@ -219,6 +221,42 @@ def test_ndtiff_dataset_with_recorded_axes(tmp_path: Path) -> None:
     assert Path(summary["sr_file"]).name == f"{dataset.name}_sr.tif"
     # the index file stands for its dataset
     assert open_source(dataset / "NDTiff.index").n_frames == 27
+
+
+def test_ndtiff_recorded_optics_reach_the_reconstructor(tmp_path: Path, monkeypatch) -> None:
+    """NA and wavelength tagged in the frames (as the demo does) build the replay's optics;
+    options given as a pair override them."""
+    from mlsim_live.live.sim_optics import NA_TAG, WAVELENGTH_TAG
+
+    tags = {NA_TAG: 1.2, WAVELENGTH_TAG: 600.0}
+    dataset = write_ndtiff(tmp_path / "raw", raw_groups(1), extra_metadata=tags)
+    with open_source(dataset) as source:
+        assert (source.na, source.wavelength_nm, source.pixel_size_um) == (1.2, 600.0, 0.1)
+    untagged = write_ndtiff(tmp_path / "plain", raw_groups(1))
+    with open_source(untagged) as source:
+        assert source.na is None and source.wavelength_nm is None
+    seen = []
+
+    def fake_make(method, *, model, optics, offset_adu):
+        seen.append(optics)
+        return WeightedReconstructor()
+
+    import mlsim_live.recon
+
+    monkeypatch.setattr(mlsim_live.recon, "make_stream_reconstructor", fake_make)
+    ReplayRun(ReplaySettings(input=dataset, out=tmp_path / "a", method="wiener")).close()
+    given = ReplaySettings(
+        input=dataset, out=tmp_path / "b", method="wiener", na=1.4, wavelength_nm=525.0
+    )
+    ReplayRun(given).close()
+    ReplayRun(ReplaySettings(input=untagged, out=tmp_path / "c", method="wiener")).close()
+    assert [(o.na, o.wavelength_nm, o.pixel_size_um) for o in seen[:2]] == [
+        (1.2, 600.0, 0.1),
+        (1.4, 525.0, 0.1),
+    ]
+    assert seen[2] is None
+    with pytest.raises(MLSimError, match="go together"):
+        ReplayRun(ReplaySettings(input=dataset, out=tmp_path / "d", method="wiener", na=1.3))
 
 
 def test_ndtiff_pixel_size_falls_back_to_summary_metadata(tmp_path: Path) -> None:
@@ -483,10 +521,13 @@ def test_demo_then_replay_gives_the_same_reconstructions(tmp_path: Path, capsys,
     demo = ["demo", "--headless", "--groups", "3", "--size", "64", "--policy", "all"]
     assert main([*demo, "--out", str(demo_out), "--method", method, *model_args]) == 0
     live = json.loads((demo_out / "demo_1_summary.json").read_text())
-    optics = live["simulation"]["params"]["optics"]  # the demo's reconstructor knew the optics
+    # The demo's reconstructor knew the simulated optics; the recording carries them, so the
+    # replay needs no --na/--wavelength-nm to reconstruct alike.
+    optics = live["simulation"]["params"]["optics"]
+    with open_source(demo_out / "demo_1") as source:
+        assert (source.na, source.wavelength_nm) == (optics["na"], optics["wavelength_nm"])
     args = ["replay", str(demo_out / "demo_1"), "--out", str(replay_out), "--headless"]
     args += ["--method", method, *model_args]
-    args += ["--na", str(optics["na"]), "--wavelength-nm", str(optics["wavelength_nm"])]
     assert main(args) == 0, capsys.readouterr().err
     replayed = json.loads((replay_out / "demo_1_summary.json").read_text())
     live_sr = tifffile.imread(demo_out / "demo_1_sr.tif")

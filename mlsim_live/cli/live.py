@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         next_dataset_name,
     )
     from mlsim_live.live.processor import SIMProcessor
+    from mlsim_live.sim.optics import optics_from
     from mlsim_live.viewer import viewer_enabled
 
     if args.config is not None and args.java:
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         pattern_group=args.pattern_group,
     )
     method, model = live_method_and_model(args)
+    optics_from(args.na, args.wavelength_nm, args.pixel_size_um)  # pairs and ranges, if known
     show = viewer_enabled(args.headless)
     if args.screenshot is not None and not show:
         log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")

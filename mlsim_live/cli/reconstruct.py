@@ -130,15 +130,14 @@ def run(args: argparse.Namespace) -> int:
 def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The method, and the model file for rcan (the default model when none is given)."""
     from mlsim_live.errors import MLSimError
-    from mlsim_live.paths import default_model_path, has_default_model
+    from mlsim_live.paths import default_model_path
+    from mlsim_live.recon import default_method
 
     method = args.method
     if method is None:
-        if args.model is not None or has_default_model():
-            method = "rcan"
-        else:
-            method = "wiener"
-            args.method_fallback = True  # said once files are done, not before a bad-input line
+        method = default_method(None, args.model, warn=False)
+        # said once files are done, not before a bad-input line
+        args.method_fallback = method == "wiener"
     if method != "rcan":
         if args.model is not None:
             raise MLSimError(f"--model applies to --method rcan; got --method {method}")

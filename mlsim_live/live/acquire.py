@@ -195,20 +195,24 @@ def acquisition_ended(acq: Any) -> bool:
     """True when a Pycro-Manager acquisition takes no more events (aborted or finished).
 
     Asks the backend's acquisition (``acq._acq``, the Python acquisition engine's or the Java
-    one's over the bridge) ``is_abort_requested()`` and ``are_events_finished()``; an
-    acquisition that cannot be asked any more counts as ended.
+    one's over the bridge) ``is_abort_requested()`` and ``are_events_finished()``, where it
+    has them; an acquisition whose answer fails (e.g. a closed bridge) counts as ended.
     """
-    engine = getattr(acq, "_acq", None)
-    if engine is None:
+    return any(_ask(acq, name) for name in ("is_abort_requested", "are_events_finished"))
+
+
+def _ask(acq: Any, name: str) -> bool:
+    """The backend acquisition's ``name()``: False when it has no such method, True when the
+    call fails."""
+    try:
+        method = getattr(getattr(acq, "_acq", None), name)
+    except AttributeError:
         return False
-    for name in ("is_abort_requested", "are_events_finished"):
-        try:
-            if getattr(engine, name)():
-                return True
-        except Exception as exc:
-            log.debug("cannot ask the acquisition %s(): %s", name, one_line(exc))
-            return True
-    return False
+    try:
+        return bool(method())
+    except Exception as exc:
+        log.debug("cannot ask the acquisition %s(): %s", name, one_line(exc))
+        return True
 
 
 @dataclass(frozen=True)
@@ -326,8 +330,10 @@ class SIMAcquisition:
 
         The summary adds to the processor's: ``groups_requested``, ``groups_submitted``,
         ``raw_frames``, ``stage_errors`` (failures of the image-processor stages, whose frames
-        went on unchanged), ``acquisition_ended`` (``completed``, ``stopped``, ``aborted`` by
-        Pycro-Manager, ``stalled`` or ``failed``), ``acquisition_s`` and ``raw_dataset``.
+        went on unchanged), ``acquisition_ended`` (``completed``: every group was acquired;
+        ``stopped``; ``aborted`` by Pycro-Manager, e.g. a failing hook; ``stalled``: no frame
+        for ``stall_limit_s``; ``failed``: an exception), ``acquisition_s`` and
+        ``raw_dataset``.
         """
         from pycromanager import Acquisition
 
@@ -345,6 +351,8 @@ class SIMAcquisition:
         try:
             with Acquisition(**kwargs) as acq:
                 self._queue_groups(acq)
+            if self.ended == "completed" and _ask(acq, "is_abort_requested"):
+                self.ended = "aborted"  # after every group was queued
             acquisition_s = time.perf_counter() - started
             self._record_dataset(acq)
         except BaseException:
@@ -394,14 +402,15 @@ class SIMAcquisition:
                 return "stopped"
             if acquisition_ended(acq):
                 log.error(
-                    "the acquisition ended after %d of the frames queued; no more groups queued",
+                    "Pycro-Manager ended the acquisition after %d frames (aborted); no more "
+                    "groups are queued",
                     self._counter.count,
                 )
                 return "aborted"
             idle_s = self._counter.idle_s()
             if limit_s is not None and idle_s > limit_s:
                 log.error(
-                    "no frame arrived for %.0f s (%d frames so far): the acquisition is stalled "
+                    "no frame arrived for %.1f s (%d frames so far): the acquisition is stalled "
                     "and is aborted",
                     idle_s,
                     self._counter.count,

@@ -121,7 +121,7 @@ class DemoSettings(AcquisitionSettings):
     method, model : str, path or None
         Reconstruction method and ONNX model (see ``make_stream_reconstructor``); method None
         picks rcan when a model is given or installed, else wiener (see
-        `mlsim_live.live.processor.default_method`).
+        `mlsim_live.recon.default_method`).
     policy : {"latest", "all"}
         Reconstruction queue policy.
     sample : str

@@ -93,6 +93,10 @@ class Pipeline:
         self._first_frame_at: float | None = None
         self._last_result_at: float | None = None
         self._closed = False
+        # Held while results go to the sinks; closing the sinks waits for it, and no result
+        # reaches a sink after its close.
+        self._dispatch_lock = threading.Lock()
+        self._sinks_closed = False
         if simulated:
             log.info("SIMULATED data: frames come from simulated SIM optics, not a microscope")
 
@@ -109,13 +113,19 @@ class Pipeline:
             self._sinks = (*self._sinks, sink)
 
     def _dispatch(self, result: GroupResult) -> None:
-        self._last_result_at = time.time()
-        for sink in self._sinks:
-            try:
-                sink.on_result(result)
-            except Exception:
-                self._sink_errors += 1
-                log.exception("sink %s failed on group %s", type(sink).__name__, result.key)
+        with self._dispatch_lock:
+            if self._sinks_closed:  # a result after close (the worker timed out): never written
+                log.warning(
+                    "group %s reconstructed after the sinks were closed; discarded", result.key
+                )
+                return
+            self._last_result_at = time.time()
+            for sink in self._sinks:
+                try:
+                    sink.on_result(result)
+                except Exception:
+                    self._sink_errors += 1
+                    log.exception("sink %s failed on group %s", type(sink).__name__, result.key)
 
     # ---- frames in ----
     @property
@@ -175,7 +185,9 @@ class Pipeline:
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """End of acquisition: report incomplete groups, reconstruct what waits, close sinks.
 
-        Idempotent. Returns the final summary.
+        Idempotent. Returns the final summary. When the worker does not finish within
+        ``timeout`` seconds, the groups still waiting and the one in flight are counted as
+        dropped, and a reconstruction that finishes later reaches no sink.
         """
         with self._lock:
             if self._closed:
@@ -190,6 +202,8 @@ class Pipeline:
                 self._incomplete[0].missing,
             )
         self._worker.close(timeout)
+        with self._dispatch_lock:
+            self._sinks_closed = True
         for sink in self._sinks:
             try:
                 sink.close()
@@ -215,7 +229,8 @@ class Pipeline:
         ``groups_dropped``, ``errors`` (failed reconstructions), ``latency_ms`` (``p50``,
         ``p95``: last raw frame of a group in -> its reconstruction out), ``provider``,
         ``model``; and ``incomplete_groups`` (with ``incomplete``: key and missing frames of the
-        first 100), ``duplicates``, ``ood_groups``, ``reconstruct_ms`` (inside the
+        first 100), ``duplicates``, ``ood_groups`` (of the ``ood_checks`` groups checked, those
+        outside the model's trained ranges), ``reconstruct_ms`` (inside the
         reconstructor), ``frames_received``, ``frames_rejected``, ``groups_pending`` (being
         filled), ``groups_waiting`` (for the worker), ``backpressure_waits``, ``sink_errors``,
         ``policy``, ``simulated``, ``pixel_size_um``, ``sr_groups_per_s``.
@@ -249,6 +264,7 @@ class Pipeline:
             ],
             "duplicates": duplicates,
             "ood_groups": stats["ood_groups"],
+            "ood_checks": stats["ood_checks"],
             "frames_received": frames_received,
             "frames_rejected": frames_rejected,
             "groups_pending": pending,

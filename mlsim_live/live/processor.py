@@ -23,6 +23,7 @@ from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.sinks import Sink
 from mlsim_live.live.worker import percentiles_ms
 from mlsim_live.live.writer import SRTiffWriter, check_outputs_free, output_paths, write_summary
+from mlsim_live.recon import default_method
 from mlsim_live.recon.base import Reconstructor
 from mlsim_live.sim.optics import Optics
 
@@ -49,26 +50,6 @@ def warm_up(reconstructor: Reconstructor, frame_shape: tuple[int, int]) -> None:
         log.warning("warm-up of %s failed: %s", getattr(reconstructor, "name", "?"), exc)
         return
     log.debug("reconstructor warmed up in %.0f ms", (time.perf_counter() - started) * 1e3)
-
-
-def default_method(method: str | None, model: str | os.PathLike[str] | None = None) -> str:
-    """``method``, or when None: ``rcan`` with a model (given or installed), else ``wiener``.
-
-    The rule of the ``reconstruct``, ``replay``, ``demo`` and ``live`` commands; the Wiener
-    fallback is logged as a warning.
-    """
-    if method is not None:
-        return method
-    from mlsim_live import paths
-
-    if model is not None or paths.has_default_model():
-        return "rcan"
-    log.warning(
-        "no default model installed (%s in %s); reconstructing with method wiener",
-        paths.DEFAULT_MODEL_NAME,
-        paths.models_dir(),
-    )
-    return "wiener"
 
 
 class SIMProcessor:

@@ -40,8 +40,8 @@ class GroupResult:
         True when the raw frames came from simulated optics (demo mode).
     ood : bool
         The latest out-of-distribution verdict when this result was made: True when the most
-        recently checked group (this one or an earlier one; the check runs off the
-        reconstruction thread on the newest group) fell outside the model's trained ranges.
+        recently checked earlier group fell outside the model's trained ranges (the check runs
+        off the reconstruction thread, on the newest group whenever it is free).
     extra : dict
         ``first_frame_at``, ``metadata`` (of the group's last frame), ``ood_reasons`` and
         ``ood_checked_key`` (the key of the group the verdict was made on, None before the

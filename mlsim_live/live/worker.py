@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.recon.base import Reconstructor
@@ -20,16 +21,25 @@ log = logging.getLogger(__name__)
 
 Policy = Literal["latest", "all"]
 POLICIES: tuple[str, ...] = ("latest", "all")
+OODCheck = Callable[[np.ndarray], bool | list[str]]
 # Latencies kept for the percentiles (the most recent ones).
 _LATENCIES_KEPT = 100_000
+# Niceness of the out-of-distribution thread (Linux: per thread), so it yields to reconstruction.
+_OOD_NICENESS = 10
 
 
-def percentiles_ms(values: deque[float] | list[float]) -> dict[str, float | None]:
-    """``{"p50": ..., "p95": ...}`` of a list of milliseconds (None when empty)."""
+def percentiles_ms(values: Iterable[float]) -> dict[str, float | None]:
+    """``{"p50": ..., "p95": ...}`` of milliseconds, rounded to the microsecond (None when empty).
+
+    Computed by `mlsim_live.bench.summarize_ms`, the project's one latency summary.
+    """
+    values = list(values)
     if not values:
         return {"p50": None, "p95": None}
-    p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
+    from mlsim_live.bench import summarize_ms
+
+    stats = summarize_ms(values)
+    return {"p50": round(stats["p50"], 3), "p95": round(stats["p95"], 3)}
 
 
 def reconstructor_name(reconstructor: object) -> str:
@@ -37,9 +47,12 @@ def reconstructor_name(reconstructor: object) -> str:
     return str(getattr(reconstructor, "name", type(reconstructor).__name__))
 
 
-def _reconstructor_ood_check(
-    reconstructor: object,
-) -> Callable[[np.ndarray], bool | list[str]] | None:
+def reconstructor_ood_check(reconstructor: object) -> OODCheck | None:
+    """The reconstructor's own out-of-distribution check, if it has one.
+
+    The first callable of ``check_ood`` (RCAN: a list of reasons), ``ood_reasons`` (a list of
+    reasons) and ``is_out_of_distribution`` (a bool).
+    """
     for attr in ("check_ood", "ood_reasons", "is_out_of_distribution"):
         check = getattr(reconstructor, attr, None)
         if callable(check):
@@ -47,8 +60,106 @@ def _reconstructor_ood_check(
     return None
 
 
+class OODMonitor:
+    """Runs an out-of-distribution check on its own low-priority thread, on the newest group only.
+
+    The check estimates the physics of a group (0.2-1 s), far longer than a reconstruction, so
+    it must not run on the reconstruction thread. Groups are offered through a one-slot mailbox:
+    an offer replaces a group not yet checked, so the thread always checks the newest group and
+    never builds a backlog. Results carry the latest verdict.
+
+    Parameters
+    ----------
+    check : callable
+        ``check(frames)`` returns a list of reasons (empty: inside the trained ranges) or a bool
+        (True: outside).
+    """
+
+    def __init__(self, check: OODCheck) -> None:
+        self._check = check
+        self._cond = threading.Condition()
+        self._slot: CompletedGroup | None = None
+        self._closing = False
+        self.checked = 0
+        self.outside = 0
+        self.failures = 0
+        self._verdict: tuple[bool, list[str], dict | None] = (False, [], None)
+        self._thread = threading.Thread(target=self._run, name="mlsim-ood-check", daemon=True)
+        self._thread.start()
+
+    def offer(self, group: CompletedGroup) -> None:
+        """Hand over a group to check; replaces the one waiting, if any. Never blocks."""
+        with self._cond:
+            if self._closing:
+                return
+            self._slot = group
+            self._cond.notify_all()
+
+    @property
+    def verdict(self) -> tuple[bool, list[str], dict | None]:
+        """``(outside, reasons, key of the group checked)`` of the latest check."""
+        with self._cond:
+            ood, reasons, key = self._verdict
+            return ood, list(reasons), key
+
+    def counts(self) -> tuple[int, int]:
+        """``(groups checked, groups found outside)``."""
+        with self._cond:
+            return self.checked, self.outside
+
+    def _run(self) -> None:
+        _lower_thread_priority()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._slot is not None or self._closing)
+                group, self._slot = self._slot, None
+            if group is None:
+                return
+            try:
+                verdict = self._check(group.frames)
+            except Exception as exc:
+                with self._cond:
+                    self.failures += 1
+                    first = self.failures == 1
+                log.warning(
+                    "out-of-distribution check failed on group %s: %s",
+                    group.key,
+                    one_line(exc),
+                    exc_info=first,
+                )
+                continue
+            if isinstance(verdict, list | tuple):
+                reasons = [str(r) for r in verdict]
+                ood = bool(reasons)
+            else:
+                reasons, ood = [], bool(verdict)
+            with self._cond:
+                self.checked += 1
+                self.outside += int(ood)
+                self._verdict = (ood, reasons, dict(group.key))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Check the group still waiting, then stop; True when the thread ended in time."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def _lower_thread_priority() -> None:
+    """Raise the calling thread's niceness where the OS allows it per thread (Linux)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _OOD_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
+
+
 class ReconstructionWorker:
     """Reconstructs groups on its own thread and hands each result to ``on_result``.
+
+    Every submitted group ends up counted once: reconstructed, dropped, or an error, so
+    ``submitted == reconstructed + dropped + errors`` once the worker is closed.
 
     Parameters
     ----------
@@ -70,9 +181,12 @@ class ReconstructionWorker:
         Copied into every result.
     ood_check : callable, optional
         ``ood_check(frames)`` returns a list of reasons (empty: inside the trained ranges) or a
-        bool (True: outside). By default the reconstructor's own ``check_ood`` (RCAN) or
-        ``is_out_of_distribution`` method, if it has one. Runs after the reconstruction, so it
-        is not counted in the latency.
+        bool (True: outside). By default the reconstructor's own ``check_ood`` (RCAN),
+        ``ood_reasons`` or ``is_out_of_distribution`` method, if it has one. It runs on its own
+        low-priority thread (:class:`OODMonitor`) on the newest reconstructed group whenever
+        that thread is free, never on the reconstruction thread; each result carries the latest
+        verdict made so far (on an earlier group), and ``ood_groups`` counts the checked groups
+        found outside (of ``ood_checks`` checked).
     """
 
     def __init__(
@@ -84,7 +198,7 @@ class ReconstructionWorker:
         max_waiting_bytes: int = 1 << 30,
         pixel_size_um: float | None = None,
         simulated: bool = False,
-        ood_check: Callable[[np.ndarray], bool | list[str]] | None = None,
+        ood_check: OODCheck | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise MLSimError(f"policy {policy!r} is unknown; expected one of {', '.join(POLICIES)}")
@@ -97,16 +211,18 @@ class ReconstructionWorker:
         self.pixel_size_um = pixel_size_um
         self.simulated = simulated
         self._on_result = on_result
-        self._ood_check = ood_check or _reconstructor_ood_check(reconstructor)
+        check = ood_check or reconstructor_ood_check(reconstructor)
+        self._ood = OODMonitor(check) if check is not None else None
         self._cond = threading.Condition()
         self._queue: deque[CompletedGroup] = deque()
         self._waiting_bytes = 0
         self._closing = False
+        self._in_flight = False  # a group is being reconstructed
+        self._abandoned = False  # close timed out: results that come later are discarded
         self.submitted = 0
         self.reconstructed = 0
         self.dropped = 0
         self.errors = 0
-        self.ood = 0
         self.backpressure_waits = 0
         self.latencies_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self.reconstruct_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
@@ -115,7 +231,11 @@ class ReconstructionWorker:
 
     # ---- producer side (acquisition thread) ----
     def submit(self, group: CompletedGroup) -> None:
-        """Queue a complete group. Never blocks under ``latest``."""
+        """Queue a complete group. Never blocks under ``latest``.
+
+        Raises MLSimError when the worker was closed before the call. A group whose submission
+        waited for room under ``all`` while the worker was closed is counted as dropped.
+        """
         nbytes = group.frames.nbytes
         with self._cond:
             if self._closing:
@@ -127,22 +247,28 @@ class ReconstructionWorker:
                     self._waiting_bytes -= old.frames.nbytes
                     self.dropped += 1
                     log.debug("dropped group %s: the worker is behind", old.key)
-            else:
-                if self._queue and self._waiting_bytes + nbytes > self.max_waiting_bytes:
-                    self.backpressure_waits += 1
+            elif self._queue and self._waiting_bytes + nbytes > self.max_waiting_bytes:
+                self.backpressure_waits += 1
+                log.warning(
+                    "reconstruction is behind: %d groups (%.0f MB) waiting; the acquisition "
+                    "waits until the queue drains below %.0f MB",
+                    len(self._queue),
+                    self._waiting_bytes / 1e6,
+                    self.max_waiting_bytes / 1e6,
+                )
+                self._cond.wait_for(
+                    lambda: (
+                        self._closing
+                        or not self._queue
+                        or self._waiting_bytes + nbytes <= self.max_waiting_bytes
+                    )
+                )
+                if self._closing:  # closed while waiting: it will never be reconstructed
+                    self.dropped += 1
                     log.warning(
-                        "reconstruction is behind: %d groups (%.0f MB) waiting; the acquisition "
-                        "waits until the queue drains below %.0f MB",
-                        len(self._queue),
-                        self._waiting_bytes / 1e6,
-                        self.max_waiting_bytes / 1e6,
+                        "group %s dropped: the worker was closed while it waited", group.key
                     )
-                    self._cond.wait_for(
-                        lambda: (
-                            not self._queue
-                            or self._waiting_bytes + nbytes <= self.max_waiting_bytes
-                        )
-                    )
+                    return
             self._queue.append(group)
             self._waiting_bytes += nbytes
             self._cond.notify_all()
@@ -154,29 +280,39 @@ class ReconstructionWorker:
             return len(self._queue)
 
     def stats(self) -> dict[str, object]:
-        """A consistent snapshot of the counters and latency percentiles."""
+        """A consistent snapshot of the counters and latency percentiles.
+
+        The counters and latencies are copied under the lock; the percentiles are computed
+        after it is released, so ``submit`` is never held up by a status refresh.
+        """
         with self._cond:
-            return {
+            counters = {
                 "groups_submitted": self.submitted,
                 "groups_reconstructed": self.reconstructed,
                 "groups_dropped": self.dropped,
                 "groups_waiting": len(self._queue),
                 "errors": self.errors,
-                "ood_groups": self.ood,
                 "backpressure_waits": self.backpressure_waits,
-                "latency_ms": percentiles_ms(list(self.latencies_ms)),
-                "reconstruct_ms": percentiles_ms(list(self.reconstruct_ms)),
             }
+            latencies = list(self.latencies_ms)
+            reconstruct = list(self.reconstruct_ms)
+        checked, outside = self._ood.counts() if self._ood is not None else (0, 0)
+        counters["ood_groups"] = outside
+        counters["ood_checks"] = checked
+        counters["latency_ms"] = percentiles_ms(latencies)
+        counters["reconstruct_ms"] = percentiles_ms(reconstruct)
+        return counters
 
     # ---- worker thread ----
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closing)
-                if not self._queue:
+                if not self._queue or self._abandoned:
                     return
                 group = self._queue.popleft()
                 self._waiting_bytes -= group.frames.nbytes
+                self._in_flight = True
                 self._cond.notify_all()
             try:
                 self._process(group)
@@ -184,6 +320,9 @@ class ReconstructionWorker:
                 with self._cond:
                     self.errors += 1
                 log.exception("handling the result of group %s failed", group.key)
+            finally:
+                with self._cond:
+                    self._in_flight = False
 
     def _process(self, group: CompletedGroup) -> None:
         t0 = time.perf_counter()
@@ -191,37 +330,35 @@ class ReconstructionWorker:
             sr = np.asarray(self.reconstructor.reconstruct(group.frames), dtype=np.float32)
         except Exception as exc:  # a failed group never stops the acquisition
             with self._cond:
+                if self._abandoned:  # counted as dropped by close()
+                    return
                 self.errors += 1
                 first = self.errors == 1
+                self._in_flight = False
             log.error(
                 "reconstruction of group %s failed: %s: %s",
                 group.key,
                 type(exc).__name__,
-                exc,
+                one_line(exc),
                 exc_info=first,
             )
             return
         t1 = time.perf_counter()
         latency_ms = (t1 - group.completed_perf) * 1e3
         reconstruct_ms = (t1 - t0) * 1e3
-        ood, reasons = False, []
-        if self._ood_check is not None:
-            try:
-                verdict = self._ood_check(group.frames)
-            except Exception as exc:
-                log.warning("out-of-distribution check failed on group %s: %s", group.key, exc)
-            else:
-                if isinstance(verdict, list | tuple):
-                    reasons = [str(r) for r in verdict]
-                    ood = bool(reasons)
-                else:
-                    ood = bool(verdict)
         with self._cond:
+            if self._abandoned:  # close() timed out and counted this group as dropped
+                log.info("group %s finished after the worker was closed; discarded", group.key)
+                return
             index = self.reconstructed
             self.reconstructed += 1
-            self.ood += int(ood)
+            self._in_flight = False
             self.latencies_ms.append(latency_ms)
             self.reconstruct_ms.append(reconstruct_ms)
+        ood, reasons, ood_key = False, [], None
+        if self._ood is not None:
+            ood, reasons, ood_key = self._ood.verdict  # the latest so far; this group is next
+            self._ood.offer(group)
         result = GroupResult(
             index=index,
             key=group.key,
@@ -240,34 +377,44 @@ class ReconstructionWorker:
                 "first_frame_at": group.first_frame_at,
                 "metadata": group.metadata,
                 "ood_reasons": reasons,
+                "ood_checked_key": ood_key,
             },
         )
         self._on_result(result)
 
     # ---- shutdown ----
     def close(self, timeout: float | None = None) -> bool:
-        """Reconstruct what is waiting, then stop the thread.
+        """Reconstruct what is waiting, then stop the thread (and the OOD check's).
 
         Returns
         -------
         bool
             True when the worker finished within ``timeout`` seconds; otherwise the groups still
-            waiting are counted as dropped and the thread is left to end on its own (daemon).
+            waiting and the one being reconstructed are counted as dropped (a result that comes
+            later is discarded) and the thread is left to end on its own (daemon).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
-        if self._thread.is_alive():
+        finished = not self._thread.is_alive()
+        if not finished:
             with self._cond:
-                left = len(self._queue)
+                left = len(self._queue) + int(self._in_flight)
                 self._queue.clear()
                 self._waiting_bytes = 0
                 self.dropped += left
+                self._abandoned = True
+                self._in_flight = False
+                self._cond.notify_all()  # a submit waiting for room ends (and counts its drop)
             log.warning(
-                "reconstruction worker did not finish within %.1f s; %d waiting groups dropped",
+                "reconstruction worker did not finish within %.1f s; %d groups dropped",
                 timeout or 0.0,
                 left,
             )
-            return False
-        return True
+        if self._ood is not None:
+            left_s = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._ood.close(left_s):
+                log.info("the out-of-distribution check still runs; it ends on its own")
+        return finished

@@ -76,7 +76,9 @@ def result_metadata(result: GroupResult) -> dict[str, Any]:
 class SRTiffWriter:
     """Sink that appends each reconstruction to a BigTIFF as it arrives.
 
-    The file is created on the first result (a run without results leaves no file).
+    The file is created on the first result (a run without results leaves no file). Results
+    that arrive after :meth:`close` are logged and ignored: the file is never reopened (which
+    would truncate it).
 
     Parameters
     ----------
@@ -91,12 +93,20 @@ class SRTiffWriter:
         self.path = Path(path)
         check_outputs_free([self.path], overwrite)
         self.groups_written = 0
+        self.groups_ignored = 0
         self._tif: Any = None
+        self._closed = False
 
     def on_result(self, result: GroupResult) -> None:
-        """Append one reconstruction and flush."""
+        """Append one reconstruction and flush (ignored after :meth:`close`)."""
         import tifffile
 
+        if self._closed:
+            self.groups_ignored += 1
+            log.warning(
+                "group %s arrived after %s was closed; not written", result.key, self.path.name
+            )
+            return
         if self._tif is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tif = tifffile.TiffWriter(self.path, bigtiff=True)
@@ -119,7 +129,8 @@ class SRTiffWriter:
         self.groups_written += 1
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file; later results are ignored."""
+        self._closed = True
         if self._tif is not None:
             self._tif.close()
             self._tif = None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlsim_live.sim.optics import Optics
 
 
-__all__ = ["METHODS", "Reconstructor", "make_reconstructor", "make_stream_reconstructor"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METHODS",
+    "Reconstructor",
+    "default_method",
+    "make_reconstructor",
+    "make_stream_reconstructor",
+]
 
 
 def make_reconstructor(
@@ -86,3 +95,26 @@ def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
     if str(method).lower() == "wiener":
         kw.setdefault("reuse_estimate", True)
     return make_reconstructor(method, **kw)
+
+
+def default_method(
+    method: str | None, model: str | Path | None = None, *, warn: bool = True
+) -> str:
+    """``method``, or when None: ``rcan`` with a model (given or installed), else ``wiener``.
+
+    The rule of the ``reconstruct``, ``replay``, ``demo`` and ``live`` commands and of
+    `SIMProcessor`; the Wiener fallback is logged as a warning unless ``warn`` is False.
+    """
+    if method is not None:
+        return method
+    from mlsim_live import paths
+
+    if model is not None or paths.has_default_model():
+        return "rcan"
+    if warn:
+        log.warning(
+            "no default model installed (%s in %s); reconstructing with method wiener",
+            paths.DEFAULT_MODEL_NAME,
+            paths.models_dir(),
+        )
+    return "wiener"

@@ -429,8 +429,7 @@ def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Recons
     NA and emission wavelength come as a pair from the options, else from the recording (the
     demo tags its simulated optics); the pixel size from the source (option or recording).
     """
-    from mlsim_live.live.processor import default_method
-    from mlsim_live.recon import make_stream_reconstructor
+    from mlsim_live.recon import default_method, make_stream_reconstructor
     from mlsim_live.sim.optics import optics_from
 
     if settings.na is not None or settings.wavelength_nm is not None:
