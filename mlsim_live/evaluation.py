@@ -23,7 +23,8 @@ from mlsim_live.sim import SAMPLE_KINDS, Optics, SimGroup, random_params, simula
 
 log = logging.getLogger(__name__)
 
-HELD_OUT_SEED = 7_000_001  # a root training never draws from (it seeds SeedSequence([seed, stream, worker]))
+# a seed root training never draws from (training seeds SeedSequence([seed, stream, worker]))
+HELD_OUT_SEED = 7_000_001
 PHOTON_LEVELS = (10.0, 30.0, 100.0, 300.0, 1000.0, 5000.0)
 
 

@@ -240,3 +240,16 @@ def test_cli_demo_with_viewer_screenshot(tmp_path, capsys, monkeypatch):
     summary = json.loads((out / "demo_1_summary.json").read_text())
     assert summary["groups_reconstructed"] == 3
     assert len(read_dataset(out / "demo_1").get_image_coordinates_list()) == 27
+
+
+@pytest.mark.qt
+def test_cli_demo_existing_screenshot_fails_before_acquiring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    out, shot = tmp_path / "out", tmp_path / "shot.png"
+    shot.write_bytes(b"earlier picture")
+    args = ["demo", "--groups", "2", "--out", str(out), "--size", "64", "--method", "widefield"]
+    assert main([*args, "--screenshot", str(shot)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "Traceback" not in err
+    assert shot.read_bytes() == b"earlier picture"
+    assert not (out / "demo_1").exists()

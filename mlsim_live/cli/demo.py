@@ -87,17 +87,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print where the outputs are and the summary figures."""
     from mlsim_live.cli._summary import print_summary
+    from mlsim_live.cli._viewer import show_viewer
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.demo import HEADLESS_DEFAULT_GROUPS, DemoRun, DemoSettings
     from mlsim_live.sim import SAMPLE_KINDS
-    from mlsim_live.viewer import viewer_enabled
 
     if args.sample not in SAMPLE_KINDS:
         raise MLSimError(f"--sample {args.sample!r}; expected one of {', '.join(SAMPLE_KINDS)}")
     method, model = live_method_and_model(args)
-    show = viewer_enabled(args.headless)
-    if args.screenshot is not None and not show:
-        log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    show = show_viewer(args)
     groups = args.groups
     if groups is None and not show:
         groups = HEADLESS_DEFAULT_GROUPS

@@ -119,6 +119,7 @@ def known_optics(args: argparse.Namespace, core: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Connect, acquire and reconstruct; print the outputs and figures."""
     from mlsim_live.cli._summary import print_summary
+    from mlsim_live.cli._viewer import show_viewer
     from mlsim_live.cli.demo import live_method_and_model, run_with_viewer
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.acquire import (
@@ -129,7 +130,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from mlsim_live.live.processor import SIMProcessor
     from mlsim_live.sim.optics import optics_from
-    from mlsim_live.viewer import viewer_enabled
 
     if args.config is not None and args.java:
         raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
@@ -146,9 +146,7 @@ def run(args: argparse.Namespace) -> int:
     )
     method, model = live_method_and_model(args)
     optics_from(args.na, args.wavelength_nm, args.pixel_size_um)  # pairs and ranges, if known
-    show = viewer_enabled(args.headless)
-    if args.screenshot is not None and not show:
-        log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    show = show_viewer(args)
     core = connect(args)
     optics = known_optics(args, core)
     if args.pattern_group:

@@ -85,23 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Replay the input; print the outputs and the throughput."""
     from mlsim_live.cli._summary import print_summary
+    from mlsim_live.cli._viewer import show_viewer
     from mlsim_live.cli.demo import live_method_and_model
     from mlsim_live.cli.reconstruct import check_optics
     from mlsim_live.replay import ReplayRun, ReplaySettings
     from mlsim_live.sim.optics import optics_from
-    from mlsim_live.viewer import viewer_enabled
 
     method, model = live_method_and_model(args)
     check_optics(args)
     optics_from(args.na, args.wavelength_nm, None)  # raises when only one of the two is given
-    show = viewer_enabled(args.headless)
-    if args.screenshot is not None:
-        if show:
-            from mlsim_live.viewer import check_screenshot_path
-
-            check_screenshot_path(args.screenshot, args.overwrite)
-        else:
-            log.warning("--screenshot needs the viewer; no screenshot is taken in a headless run")
+    show = show_viewer(args)
     settings = ReplaySettings(
         input=args.input,
         out=args.out,
