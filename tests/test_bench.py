@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_models import write_conv_sr
 
 from mlsim_live.bench import (
     ALL_BACKENDS,
@@ -42,24 +43,9 @@ ROW_KEYS = {
 
 def conv_model(path: Path) -> Path:
     """A one-layer 2x 'super-resolution' ONNX model (3x3 conv, DepthToSpace)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
+    pytest.importorskip("onnx")
     weight = np.random.default_rng(0).standard_normal((4, 9, 3, 3)).astype(np.float32) * 0.1
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-            helper.make_node("DepthToSpace", ["c"], ["output"], blocksize=2),
-        ],
-        "conv_sr",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 9, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return write_conv_sr(path, weight)
 
 
 def test_time_calls_stops_after_the_time_budget() -> None:

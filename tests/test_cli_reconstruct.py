@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from onnx_models import write_conv_sr
 
 from mlsim_live.cli import main
 from mlsim_live.io import read_tiff_metadata, write_tiff_atomic
@@ -141,25 +142,9 @@ def test_wiener_sidecar_holds_the_estimated_parameters(
 
 def tiny_onnx_model(path: Path) -> Path:
     """A 1x1-conv 'super-resolution' ONNX model (9 -> 4 channels, DepthToSpace 2)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = np.full((4, 9, 1, 1), 1.0 / 9.0, np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "w"], ["conv"]),
-            helper.make_node("DepthToSpace", ["conv"], ["output"], blocksize=2),
-        ],
-        "tiny_sr",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 9, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return write_conv_sr(path, np.full((4, 9, 1, 1), 1.0 / 9.0, np.float32))
 
 
 def test_rcan_counts_out_of_distribution_groups_with_one_warning_per_file(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx_models import write_conv_sr
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.normalization import normalization_for
@@ -17,34 +18,17 @@ from mlsim_live.recon.base import Reconstructor
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+
 from mlsim_live.engine.rcan import RCANReconstructor  # noqa: E402
 from mlsim_live.engine.session import fp16_model  # noqa: E402
 
 
 def conv_model(path: Path, in_channels: int = 9, scale: int = 2, seed: int = 0) -> Path:
     """A one-layer 'super-resolution' ONNX model: 3x3 conv to scale^2 channels, DepthToSpace."""
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(seed)
     weight = (rng.standard_normal((scale * scale, in_channels, 3, 3)) * 0.2).astype(np.float32)
     bias = rng.standard_normal(scale * scale).astype(np.float32) * 0.01
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv"], pads=[1, 1, 1, 1])]
-    if scale > 1:
-        nodes.append(helper.make_node("DepthToSpace", ["conv"], ["output"], blocksize=scale))
-    else:
-        nodes.append(helper.make_node("Identity", ["conv"], ["output"]))
-    graph = helper.make_graph(
-        nodes,
-        "conv_sr",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", in_channels, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
-        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return write_conv_sr(path, weight, bias, scale=scale)
 
 
 def sim_group(size: tuple[int, int] = (64, 64), seed: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from onnx_models import write_conv_sr
 
 from mlsim_live.cli import main
 from mlsim_live.errors import MLSimError
@@ -488,27 +489,10 @@ def test_memory_stays_flat_when_the_reconstructor_is_slow(tmp_path: Path, fake_r
 
 def conv_model(path: Path) -> Path:
     """A one-layer ONNX 'super-resolution' model: 3x3 conv to 4 channels, DepthToSpace 2."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
-    weight = (rng.standard_normal((4, 9, 3, 3)) * 0.2).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("DepthToSpace", ["conv"], ["output"], blocksize=2),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "conv_sr",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 9, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "H", "W"])],
-        initializer=[numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return write_conv_sr(path, (rng.standard_normal((4, 9, 3, 3)) * 0.2).astype(np.float32))
 
 
 @pytest.mark.mm
