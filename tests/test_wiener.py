@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -92,7 +94,8 @@ def test_reuse_and_fixed_estimates(bright_group, caplog):
     est = rec.last_estimate
     assert est is not None and est.shape == (128, 128)
     second = rec.reconstruct(group.raw)
-    assert rec.last_estimate is est
+    assert rec.last_estimate.patterns is est.patterns  # geometry reused
+    assert rec.last_estimate.snr == pytest.approx(est.snr)  # signal measured again, same group
     np.testing.assert_array_equal(first, second)
     fixed = WienerReconstructor(params.optics, estimate=est).reconstruct(group.raw)
     np.testing.assert_allclose(fixed, first, rtol=1e-5, atol=1e-3 * np.abs(first).max())
@@ -120,8 +123,28 @@ def test_reuse_waits_for_a_group_where_the_pattern_is_found(bright_group, caplog
         assert p.frequency_cycles_per_px == pytest.approx(true_k, rel=0.02)
     # from now on the found estimate is kept, even through another blank group
     rec.reconstruct(blank)
-    assert rec.last_estimate is good
+    assert rec.last_estimate.patterns is good.patterns
     np.testing.assert_array_equal(rec.reconstruct(group.raw), real)
+
+
+def test_reuse_measures_signal_and_wiener_parameter_on_every_group(bright_group):
+    """A reused estimate keeps the pattern but not the SNR: a dimmer group (bleaching) gets its
+    own, lower SNR and a larger Wiener parameter, as if estimated on its own."""
+    from mlsim_live.recon.wiener import wiener_parameter
+
+    params, group = bright_group
+    rec = WienerReconstructor(params.optics, reuse_estimate=True)
+    rec.reconstruct(group.raw)
+    bright = rec.last_estimate
+    dim_params = replace(params, signal=replace(params.signal, peak_photons=20.0))
+    dim = simulate_group(dim_params, "filaments", 128, seed=5).raw
+    rec.reconstruct(dim)
+    reused = rec.last_estimate
+    assert reused.patterns is bright.patterns
+    own = WienerReconstructor(params.optics).estimate(dim)
+    assert reused.snr < 0.5 * bright.snr
+    assert reused.snr == pytest.approx(own.snr, rel=0.05)
+    assert wiener_parameter(reused) > wiener_parameter(bright)
 
 
 def test_background_rule_is_the_wiener_percentile_of_block_means():

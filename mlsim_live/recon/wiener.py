@@ -20,8 +20,10 @@ from mlsim_live.recon.estimate import (
     equalize_frames,
     estimate_background,
     estimate_pattern,
+    estimate_signal_level,
     format_estimate,
     frequency_radius,
+    noise_std,
     otf_model,
     separation_matrix,
 )
@@ -70,8 +72,21 @@ class _Plan:
     band0_frame_weights: np.ndarray  # (9,) float32: band 0 summed over the angles
     band0_weight: np.ndarray  # (H, W//2+1) float32: 4 OTF, on the raw half spectrum
     sides: tuple[_SidePlan, ...]
-    filter: np.ndarray  # (2H, W+1) complex64: apodization / Wiener denominator, 2x half spectrum
+    numerator: np.ndarray  # (2H, W+1) complex64: apodization x quarter-pixel shift
+    denominator: np.ndarray  # (2H, W+1) float32: sum_m |OTF_m|^2 without the Wiener term
     border: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # periodic-decomposition
+    filters: dict[float, np.ndarray]  # Wiener w -> numerator / (denominator + w^2)
+
+    def filter(self, wiener_w: float) -> np.ndarray:
+        """The (2H, W+1) complex64 filter for Wiener parameter ``wiener_w`` (cached)."""
+        key = float(f"{wiener_w:.3g}")
+        filt = self.filters.get(key)
+        if filt is None:
+            filt = (self.numerator / (self.denominator + np.float32(key**2))).astype(np.complex64)
+            if len(self.filters) > 32:
+                self.filters.clear()
+            self.filters[key] = filt
+        return filt
 
 
 class WienerReconstructor:
@@ -206,7 +221,7 @@ class WienerReconstructor:
             and self._reused is not None
             and self._reused.shape == frames.shape[1:]
         ):
-            est = self._reused
+            est = refresh_signal(self._reused, frames, self.offset_adu)
             self.last_estimate = est
         else:
             est = self.estimate(frames)
@@ -225,12 +240,23 @@ class WienerReconstructor:
         with self._lock:
             est = self._estimate_for(frames)
             plan = self._get_plan(est)
+            filt = plan.filter(wiener_parameter(est, self.wiener_w))
         bg = self.offset_adu if self.offset_adu is not None else estimate_background(frames)
-        return self._apply(plan, frames, float(bg))
+        return self._apply(plan, filt, frames, float(bg))
 
     # ----------------------------------------------------------------------------------------
     def _get_plan(self, est: GroupEstimate) -> _Plan:
-        if self._plan is None or self._plan_estimate is not est:
+        """The plan of ``est``'s geometry: reused while pattern, phases and OTF stay the same
+        (a reused estimate refreshed per group changes only its signal figures)."""
+        cached = self._plan_estimate
+        same = cached is est or (
+            cached is not None
+            and cached.patterns is est.patterns
+            and cached.shape == est.shape
+            and cached.cutoff_cycles_per_px == est.cutoff_cycles_per_px
+            and cached.otf_damping == est.otf_damping
+        )
+        if self._plan is None or not same:
             self._plan = self._make_plan(est)
             self._plan_estimate = est
         return self._plan
@@ -277,7 +303,6 @@ class WienerReconstructor:
                     damping=damp,
                 )
                 denom = denom + (m * o * attenuation(gy + sy, gx + sx)) ** 2
-        denom = denom + wiener_parameter(est, self.wiener_w) ** 2
         support = cutoff + max(np.hypot(*k) for k in ks)
         rho = np.hypot(gy, gx) / support
         if self.apodization == "otf":
@@ -287,14 +312,15 @@ class WienerReconstructor:
         else:
             apod = (rho <= 1.0).astype(np.float64)
         # output on the 2x grid whose pixels 2i, 2i+1 tile raw pixel i: a quarter raw pixel shift
-        filt = (apod / denom * quarter_pixel_shift(gy, gx)).astype(np.complex64)
         return _Plan(
             shape=(h, w),
             band0_frame_weights=band0_frame_weights,
             band0_weight=band0_weight,
             sides=sides,
-            filter=filt,
+            numerator=(apod * quarter_pixel_shift(gy, gx)).astype(np.complex64),
+            denominator=denom.astype(np.float32),
             border=border_factors((h, w)),
+            filters={},
         )
 
     @staticmethod
@@ -344,7 +370,7 @@ class WienerReconstructor:
             minus_target=targets[1][1],
         )
 
-    def _apply(self, plan: _Plan, frames: np.ndarray, bg: float) -> np.ndarray:
+    def _apply(self, plan: _Plan, filt: np.ndarray, frames: np.ndarray, bg: float) -> np.ndarray:
         h, w = plan.shape
         wk = self.workers
         frames = frames - np.float32(bg)
@@ -370,7 +396,7 @@ class WienerReconstructor:
             vals = spec.reshape(-1)[side.source] * side.weight
             flat[side.plus_target] += vals[side.plus_source]
             flat[side.minus_target] += np.conj(vals[side.minus_source])
-        num *= plan.filter
+        num *= filt
         out = sfft.irfft2(num, s=(2 * h, 2 * w), workers=wk, overwrite_x=True)
         # add back band 0's smooth part (its low frequencies need no deconvolution)
         smooth = sfft.irfft2(smooth0, s=(h, w), workers=wk) * np.float32(1.0 / N_ANGLES)
@@ -392,6 +418,26 @@ def wiener_parameter(est: GroupEstimate, wiener_w: float | None = None) -> float
     if snr is None or not np.isfinite(snr) or snr <= 0:
         return AUTO_W_DEFAULT
     return float(np.clip(1.0 / np.sqrt(snr), AUTO_W_RANGE[0], AUTO_W_RANGE[1]))
+
+
+def refresh_signal(
+    est: GroupEstimate, frames: np.ndarray, offset_adu: float | None = None
+) -> GroupEstimate:
+    """``est`` with background, signal and noise measured again on ``frames``.
+
+    What a reused estimate keeps is the pattern geometry, phases, modulation and OTF, which do
+    not change within an acquisition; the signal-to-noise ratio, and with it the Wiener
+    parameter, does (bleaching, a dimmer cell), so it is measured on every group (a few ms).
+    """
+    from dataclasses import replace as _replace
+
+    bg = estimate_background(frames) if offset_adu is None else float(offset_adu)
+    return _replace(
+        est,
+        background_adu=bg,
+        signal_adu=estimate_signal_level(frames, bg),
+        noise_adu=noise_std(frames, est.cutoff_cycles_per_px, bg),
+    )
 
 
 def pattern_found(est: GroupEstimate) -> bool:

@@ -11,6 +11,7 @@ from mlsim_live.sim.simulate import (
     SimGroup,
     SIMParams,
     random_params,
+    realistic_ranges,
     simulate_group,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "make_sample",
     "otf_2d",
     "random_params",
+    "realistic_ranges",
     "simulate_group",
 ]

@@ -26,7 +26,13 @@ from scipy import ndimage
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.sim.camera import Camera
-from mlsim_live.sim.optics import Optics, frequency_grid, incoherent_otf, otf_2d
+from mlsim_live.sim.optics import (
+    Optics,
+    aberrated_otf,
+    frequency_grid,
+    incoherent_otf,
+    otf_2d,
+)
 from mlsim_live.sim.pattern import N_ANGLES, N_PHASES, Pattern, draw_angles_phases, illumination
 from mlsim_live.sim.samples import SAMPLE_KINDS, make_sample
 
@@ -48,18 +54,34 @@ class Signal:
         Peak of the smooth out-of-focus haze, as a fraction of ``peak_photons``.
     unevenness : float
         Peak-to-valley relative variation of the illumination across the field.
+    haze_modulation : float
+        Modulation depth of the pattern that the out-of-focus haze still carries (0: the haze
+        is the same in all 9 frames; real thick samples leave a weak residual).
+    frame_jitter : float
+        Relative standard deviation of the illumination intensity from frame to frame (laser
+        power, shutter timing): each frame's illuminated light is scaled by ``1 + N(0, jitter)``.
     """
 
     peak_photons: float = 1000.0
     background_photons: float = 10.0
     haze_fraction: float = 0.1
     unevenness: float = 0.1
+    haze_modulation: float = 0.0
+    frame_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.peak_photons <= 0 or self.background_photons < 0:
             raise MLSimError("peak photons must be positive and background photons non-negative")
         if not 0 <= self.unevenness < 1:
             raise MLSimError(f"unevenness {self.unevenness} is out of range; expected 0 to <1")
+        if not 0 <= self.haze_modulation <= 1:
+            raise MLSimError(
+                f"haze modulation {self.haze_modulation} is out of range; expected 0 to 1"
+            )
+        if not 0 <= self.frame_jitter < 0.5:
+            raise MLSimError(
+                f"frame jitter {self.frame_jitter} is out of range; expected 0 to <0.5"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,11 @@ class PhysicsRanges:
     angle_error_deg: tuple[float, float] = (0.0, 1.0)
     phase_error_rad: tuple[float, float] = (0.0, 0.15)
     max_pattern_of_nyquist: float = 0.98
+    # realism terms, off by default (drawn only when a range's upper end is above 0)
+    defocus_waves: tuple[float, float] = (0.0, 0.0)
+    spherical_waves: tuple[float, float] = (0.0, 0.0)
+    haze_modulation: tuple[float, float] = (0.0, 0.0)
+    frame_jitter: tuple[float, float] = (0.0, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples as lists)."""
@@ -159,8 +186,38 @@ class SimGroup:
         }
 
 
+#: The ranges real SIM data shows, beyond the default ones: modulation down to 0.2, patterns up
+#: to 0.98 of the cutoff, a little defocus and spherical aberration (a symmetric range: either
+#: sign), out-of-focus light that still carries a weak pattern, and frame-to-frame intensity
+#: jitter. Training of the physics-informed models draws from these.
+REALISTIC_RANGES_OVERRIDES: dict[str, tuple[float, float]] = {
+    "frequency_fraction": (0.70, 0.98),
+    "modulation": (0.2, 1.0),
+    "defocus_waves": (0.0, 0.1),
+    "spherical_waves": (0.0, 0.1),
+    "haze_modulation": (0.0, 0.15),
+    "frame_jitter": (0.0, 0.05),
+}
+
+
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(rng.uniform(*lo_hi))
+
+
+def _optional(rng: np.random.Generator, lo_hi: tuple[float, float], signed: bool = False) -> float:
+    """A draw from a realism range; no draw at all (so seeded streams stay as they were) when
+    the range is (0, 0). ``signed`` gives the value a random sign."""
+    if lo_hi[1] <= 0:
+        return 0.0
+    value = float(rng.uniform(*lo_hi))
+    return -value if signed and rng.random() < 0.5 else value
+
+
+def realistic_ranges(base: PhysicsRanges | None = None) -> PhysicsRanges:
+    """``base`` (default `PhysicsRanges()`) widened by `REALISTIC_RANGES_OVERRIDES`."""
+    from dataclasses import replace
+
+    return replace(base or PhysicsRanges(), **REALISTIC_RANGES_OVERRIDES)
 
 
 def random_params(rng: np.random.Generator, ranges: PhysicsRanges | None = None) -> SIMParams:
@@ -171,6 +228,8 @@ def random_params(rng: np.random.Generator, ranges: PhysicsRanges | None = None)
             na=_uniform(rng, r.na),
             wavelength_nm=_uniform(rng, r.wavelength_nm),
             pixel_size_um=_uniform(rng, r.pixel_size_um),
+            defocus_waves=_optional(rng, r.defocus_waves, signed=True),
+            spherical_waves=_optional(rng, r.spherical_waves, signed=True),
         )
         fraction = _uniform(rng, r.frequency_fraction)
         if fraction * optics.cutoff_per_um <= r.max_pattern_of_nyquist * optics.nyquist_per_um:
@@ -214,6 +273,8 @@ def random_params(rng: np.random.Generator, ranges: PhysicsRanges | None = None)
             background_photons=_uniform(rng, r.background_photons),
             haze_fraction=_uniform(rng, r.haze_fraction),
             unevenness=_uniform(rng, r.unevenness),
+            haze_modulation=_optional(rng, r.haze_modulation),
+            frame_jitter=_optional(rng, r.frame_jitter),
         ),
         camera=camera,
     )
@@ -246,6 +307,7 @@ class _Scene:
     photons_per_unit: float  # fine-grid density -> photons per camera pixel
     background: np.ndarray  # camera grid, photons (constant + haze)
     frequency_per_um: float
+    haze: np.ndarray | None = None  # camera grid, photons: the part of ``background`` that is lit
 
 
 def bin2(img: np.ndarray) -> np.ndarray:
@@ -273,7 +335,17 @@ def _prepare(sample: np.ndarray, params: SIMParams, rng: np.random.Generator) ->
     s = np.clip(sfft.ifft2(s_hat).real, 0, None)
     s_hat = sfft.fft2(s)
     uneven = 1.0 - signal.unevenness * smooth_field(sample.shape, sample.shape[0] / 1.5, rng)
-    otf_fine = otf_2d(sample.shape, fine_px, fc)
+    if optics.aberrated:
+        otf_fine = aberrated_otf(
+            sample.shape,
+            fine_px,
+            optics.na,
+            optics.wavelength_nm,
+            defocus_waves=optics.defocus_waves,
+            spherical_waves=optics.spherical_waves,
+        )
+    else:
+        otf_fine = otf_2d(sample.shape, fine_px, fc)
     widefield = bin2(sfft.ifft2(sfft.fft2(s * uneven) * otf_fine).real)
     high = float(np.percentile(widefield, 99.9))
     photons_per_unit = signal.peak_photons / high if high > 0 else 0.0
@@ -284,12 +356,17 @@ def _prepare(sample: np.ndarray, params: SIMParams, rng: np.random.Generator) ->
         * smooth_field(cam_shape, cam_shape[0] / 2.0, rng)
     )
     background = signal.background_photons + haze
-    return _Scene(s_hat, s, uneven, otf_fine, photons_per_unit, background, k)
+    return _Scene(s_hat, s, uneven, otf_fine, photons_per_unit, background, k, haze)
 
 
 def _frame_photons(
-    scene: _Scene, params: SIMParams, angle_rad: float, phase_rad: float
+    scene: _Scene,
+    params: SIMParams,
+    angle_rad: float,
+    phase_rad: float,
+    power: float = 1.0,
 ) -> np.ndarray:
+    """Expected photons of one frame; ``power`` scales the illumination (frame jitter)."""
     fine_px = params.optics.pixel_size_um / 2
     illum = illumination(
         scene.sample.shape,
@@ -301,7 +378,18 @@ def _frame_photons(
     )
     emitted = scene.sample * illum * scene.uneven
     blurred = sfft.ifft2(sfft.fft2(emitted) * scene.otf_fine).real
-    return np.clip(bin2(blurred), 0, None) * scene.photons_per_unit + scene.background
+    photons = np.clip(bin2(blurred), 0, None) * (scene.photons_per_unit * power)
+    m_haze = params.signal.haze_modulation
+    if scene.haze is not None and (m_haze > 0 or power != 1.0):
+        # the lit haze: scaled with the illumination, and weakly patterned
+        lit = scene.haze * power
+        if m_haze > 0:
+            carrier = illumination(
+                scene.sample.shape, fine_px, scene.frequency_per_um, angle_rad, phase_rad, 1.0
+            )
+            lit = lit * (1.0 + m_haze * (bin2(carrier) / 4.0 - 1.0))
+        return photons + lit + (scene.background - scene.haze)
+    return photons + scene.background
 
 
 def _ground_truth(scene: _Scene, params: SIMParams) -> np.ndarray:
@@ -353,9 +441,15 @@ def simulate_group(
             )
     scene = _prepare(density, params, rng)
     angles, phases = draw_angles_phases(params.pattern, rng)
+    jitter = params.signal.frame_jitter
+    powers = (
+        1.0 + jitter * rng.standard_normal(N_ANGLES * N_PHASES)
+        if jitter > 0
+        else np.ones(N_ANGLES * N_PHASES)
+    )
     photons = np.stack(
         [
-            _frame_photons(scene, params, angles[a], phases[a, p])
+            _frame_photons(scene, params, angles[a], phases[a, p], float(powers[N_PHASES * a + p]))
             for a in range(N_ANGLES)
             for p in range(N_PHASES)
         ]
@@ -429,6 +523,7 @@ __all__ = [
     "SimGroup",
     "bin2",
     "random_params",
+    "realistic_ranges",
     "simulate_group",
     "smooth_field",
 ]
