@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument("--preset", default=None, help="architecture: fast (default), paper, tiny")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="architecture: fast (default, end-to-end), prior (refines the Wiener "
+        "reconstruction), paper, tiny, prior-tiny",
+    )
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (10000)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     p.add_argument("--overwrite", action="store_true", help="replace a run in RUN_DIR")
@@ -46,6 +51,20 @@ def register(subparsers: Any) -> None:
         help="use each simulated example about this many times, rotated/mirrored (4)",
     )
     p.add_argument("--patch", type=int, default=64, help="patch size in camera pixels (64)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="forward-pass arithmetic: bf16 autocast on CPUs with AMX/AVX512-BF16 (auto)",
+    )
+    p.add_argument(
+        "--physics",
+        choices=("default", "realistic"),
+        default=None,
+        help="simulated physics ranges: realistic adds modulation down to 0.2, patterns up to "
+        "0.98 of the cutoff, aberrations, patterned haze and frame jitter (default for the "
+        "prior presets)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start from these weights")
@@ -67,6 +86,7 @@ _SETTINGS = {
     "seed": "seed",
     "workers": "workers",
     "data_reuse": "data_reuse",
+    "precision": "precision",
 }
 
 
@@ -94,12 +114,20 @@ def run(args: argparse.Namespace) -> int:
         raise MLSimError("--na/--wavelength-nm/--pixel-size-um start a run; expected no --resume")
     data_config = None
     if not args.resume:
+        from mlsim_live.sim import realistic_ranges
+
         base = DataConfig(patch_px=args.patch)
+        physics = args.physics or (
+            "realistic" if str(args.preset or "").startswith("prior") else "default"
+        )
+        ranges = realistic_ranges(base.ranges) if physics == "realistic" else base.ranges
         data_config = DataConfig(
             patch_px=args.patch,
-            ranges=narrowed_ranges(base.ranges, **optics),
+            ranges=narrowed_ranges(ranges, **optics),
             sample_weights=base.sample_weights,
         )
+    elif args.physics is not None:
+        raise MLSimError("--physics starts a run; expected no --resume")
     settings = {
         field: getattr(args, attr)
         for attr, field in _SETTINGS.items()

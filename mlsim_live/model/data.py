@@ -19,6 +19,8 @@ from torch.utils.data import IterableDataset
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.normalization import normalization_for, normalize_target
+from mlsim_live.recon.base import GROUP_SIZE
+from mlsim_live.recon.prior import PRIOR_CHANNELS, prior_input, shuffle2, unshuffle2
 from mlsim_live.sim import (
     SAMPLE_KINDS,
     PhysicsRanges,
@@ -68,12 +70,23 @@ class DataConfig:
         Physics drawn uniformly (photons log-uniformly) per example.
     sample_weights : dict
         Relative frequency of each sample kind.
+    prior : str
+        ``"none"`` (end-to-end: 9 frames in, target normalized by its own 99.9th percentile) or
+        ``"wiener"`` (the frames plus the Wiener reconstruction that the project's estimator
+        makes of the simulated group, see `mlsim_live.recon.prior`; target in the frames'
+        normalized units).
+    optics_known : float
+        With a prior, the fraction of examples whose Wiener reconstruction is given the true
+        NA, wavelength and pixel size (the rest estimate the OTF cutoff from the data, as
+        users without optics metadata do). The pattern is always estimated, never given.
     """
 
     patch_px: int = 64
     scale: int = 2
     ranges: PhysicsRanges = field(default_factory=PhysicsRanges)
     sample_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SAMPLE_WEIGHTS))
+    prior: str = "none"
+    optics_known: float = 0.7
 
     def __post_init__(self) -> None:
         if self.patch_px < 16 or self.patch_px % 2:
@@ -86,6 +99,12 @@ class DataConfig:
             raise MLSimError(
                 f"unknown sample kinds {sorted(unknown)}; expected some of {sorted(known)}"
             )
+        if self.prior not in ("none", "wiener"):
+            raise MLSimError(f"prior {self.prior!r}; expected 'none' or 'wiener'")
+        if self.prior != "none" and self.scale != 2:
+            raise MLSimError(f"a {self.prior} prior needs scale 2; got {self.scale}")
+        if not 0.0 <= self.optics_known <= 1.0:
+            raise MLSimError(f"optics_known {self.optics_known}; expected 0 to 1")
         weights = np.array(list(self.sample_weights.values()), dtype=float)
         if weights.size == 0 or np.any(weights < 0) or weights.sum() <= 0:
             raise MLSimError("sample weights must be non-negative with a positive sum")
@@ -107,6 +126,8 @@ class DataConfig:
             scale=int(data["scale"]),
             ranges=PhysicsRanges(**ranges),
             sample_weights={str(k): float(v) for k, v in dict(data["sample_weights"]).items()},
+            prior=str(data.get("prior", "none")),
+            optics_known=float(data.get("optics_known", 0.7)),
         )
 
 
@@ -150,6 +171,8 @@ def make_example(
     rng: np.random.Generator,
     *,
     flip: bool = True,
+    prior: str = "none",
+    optics_known: float = 0.7,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate one normalized (input, target) pair.
 
@@ -167,13 +190,19 @@ def make_example(
         Source of all randomness.
     flip : bool
         Randomly mirror the pair along each axis (both chiralities of angle and phase order).
+    prior : {"none", "wiener"}
+        With ``"wiener"``, the project's Wiener reconstruction (pattern estimated on the whole
+        simulated frame, estimation errors included) is appended as 4 unshuffled channels and
+        the target is the ground truth in the frames' normalized units.
+    optics_known : float
+        Probability that the Wiener reconstruction is given the true optics.
 
     Returns
     -------
-    x : ndarray, (9, patch_px, patch_px) float32
-        ``normalization_for(raw).apply(raw)``.
+    x : ndarray, (9, patch_px, patch_px) float32 (13 channels with a prior)
+        ``normalization_for(raw).apply(raw)`` (and the prior, `mlsim_live.recon.prior`).
     y : ndarray, (1, scale*patch_px, scale*patch_px) float32
-        ``normalize_target(gt)``.
+        ``normalize_target(gt)``; with a prior ``gt * adu_per_photon / norm.scale``.
     """
     sim_px = patch_px + 2 * MARGIN_PX
     fine = (2 * sim_px, 2 * sim_px)
@@ -190,14 +219,52 @@ def make_example(
     gt = group.gt[2 * m : 2 * (m + patch_px), 2 * m : 2 * (m + patch_px)]
     if scale == 1:
         gt = bin2(gt) / 4  # mean of 2x2: the camera-grid truth
-    x = normalization_for(raw).apply(raw)
-    y = normalize_target(gt)[None]
+    norm = normalization_for(raw)
+    if prior == "none":
+        x = norm.apply(raw)
+        y = normalize_target(gt)[None]
+        if flip:
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1, :], y[:, ::-1, :]
+            if rng.random() < 0.5:
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
+        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.float32)
+    wiener = _wiener_of(group.raw, params, rng.random() < optics_known)
+    wiener = wiener[2 * m : 2 * (m + patch_px), 2 * m : 2 * (m + patch_px)]
+    target = gt * np.float32(params.camera.adu_per_photon / norm.scale)
     if flip:
+        # mirror on the 2x grid before unshuffling: pixels 2i, 2i+1 tile raw pixel i
         if rng.random() < 0.5:
-            x, y = x[:, ::-1, :], y[:, ::-1, :]
+            raw, wiener, target = raw[:, ::-1, :], wiener[::-1, :], target[::-1, :]
         if rng.random() < 0.5:
-            x, y = x[:, :, ::-1], y[:, :, ::-1]
-    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.float32)
+            raw, wiener, target = raw[:, :, ::-1], wiener[:, ::-1], target[:, ::-1]
+    x = prior_input(raw, wiener, norm)
+    return x, np.ascontiguousarray(target[None], np.float32)
+
+
+def _wiener_of(raw: np.ndarray, params: SIMParams, optics_known: bool) -> np.ndarray:
+    """The project's Wiener reconstruction of a simulated group, with its own estimation."""
+    from mlsim_live.recon.wiener import WienerReconstructor
+
+    optics = params.optics if optics_known else None
+    if optics is not None and optics.aberrated:  # a user enters the nominal optics
+        optics = replace(optics, defocus_waves=0.0, spherical_waves=0.0)
+    with _quiet("mlsim_live.recon"):
+        return WienerReconstructor(optics=optics, workers=1).reconstruct(raw)
+
+
+class _quiet:
+    """Silence a logger's warnings (pattern hardly found...) while training data is made."""
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.setLevel(self.level)
 
 
 class Sampler:
@@ -214,7 +281,15 @@ class Sampler:
         """One random (input, target) pair."""
         params = random_params(self.rng, self.config.ranges)
         kind = str(self.rng.choice(self.kinds, p=self.probabilities))
-        return make_example(params, kind, self.config.patch_px, self.config.scale, self.rng)
+        return make_example(
+            params,
+            kind,
+            self.config.patch_px,
+            self.config.scale,
+            self.rng,
+            prior=self.config.prior,
+            optics_known=self.config.optics_known,
+        )
 
 
 def dihedral(x: np.ndarray, y: np.ndarray, op: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,9 +299,17 @@ def dihedral(x: np.ndarray, y: np.ndarray, op: int) -> tuple[np.ndarray, np.ndar
     mirrored), so this augments without leaving the physics.
     """
     k, mirror = op % 4, op >= 4
+    prior = None
+    if x.shape[0] == GROUP_SIZE + PRIOR_CHANNELS:  # rotate the prior on its 2x grid
+        x, prior = x[:GROUP_SIZE], shuffle2(x[GROUP_SIZE:])
+        prior = np.rot90(prior, k)
+        if mirror:
+            prior = prior[:, ::-1]
     x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
     if mirror:
         x, y = x[:, :, ::-1], y[:, :, ::-1]
+    if prior is not None:
+        x = np.concatenate([x, unshuffle2(prior)])
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
@@ -314,7 +397,16 @@ def validation_set(config: DataConfig, n: int = 48, seed: int = VALIDATION_SEED)
         params = random_params(rng, config.ranges)
         params = replace(params, signal=replace(params.signal, peak_photons=float(photons[i])))
         kind = kinds[i % len(kinds)]
-        x, y = make_example(params, kind, config.patch_px, config.scale, rng, flip=False)
+        x, y = make_example(
+            params,
+            kind,
+            config.patch_px,
+            config.scale,
+            rng,
+            flip=False,
+            prior=config.prior,
+            optics_known=config.optics_known,
+        )
         xs.append(x)
         ys.append(y)
         used_kinds.append(kind)

@@ -12,6 +12,11 @@ from mlsim_live.errors import MLSimError
 
 GROUP_CHANNELS = 9
 UPSAMPLERS = ("mlsim", "shuffle")
+#: What a model receives beside the 9 raw frames: ``"none"`` (end-to-end ML-SIM) or
+#: ``"wiener"`` (the classical Wiener reconstruction, pixel-unshuffled to 4 channels on the
+#: camera grid; the network refines it and adds it back through a skip).
+PRIORS = ("none", "wiener")
+PRIOR_CHANNELS = {"none": 0, "wiener": 4}
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class RCANConfig:
         Tail at scale 2: ``"mlsim"`` (ML-SIM's: 3x3 conv to 4 n_feats, pixel shuffle, 3x3 conv to
         the output, at 2x resolution) or ``"shuffle"`` (one 3x3 conv to 4 outputs, pixel shuffle;
         much cheaper). Ignored at scale 1.
+    prior : str
+        ``"none"`` or ``"wiener"`` (see :data:`PRIORS`); with ``"wiener"`` the last 4 input
+        channels are the pixel-unshuffled Wiener image and ``in_channels`` is 9 + 4.
     """
 
     n_resgroups: int
@@ -49,8 +57,16 @@ class RCANConfig:
     in_channels: int = GROUP_CHANNELS
     out_channels: int = 1
     upsampler: str = "mlsim"
+    prior: str = "none"
 
     def __post_init__(self) -> None:
+        if self.prior not in PRIORS:
+            raise MLSimError(f"RCAN prior is {self.prior!r}; expected one of {list(PRIORS)}")
+        if self.prior != "none" and (self.scale != 2 or self.in_channels != self.raw_channels + 4):
+            raise MLSimError(
+                f"RCAN with prior {self.prior!r} needs scale 2 and {self.raw_channels + 4} input "
+                f"channels; got scale {self.scale}, {self.in_channels} channels"
+            )
         for name in ("n_resgroups", "n_resblocks", "n_feats", "reduction", "in_channels"):
             if int(getattr(self, name)) < 1:
                 raise MLSimError(f"RCAN {name} is {getattr(self, name)}; expected >= 1")
@@ -62,6 +78,11 @@ class RCANConfig:
             raise MLSimError(
                 f"RCAN upsampler is {self.upsampler!r}; expected one of {list(UPSAMPLERS)}"
             )
+
+    @property
+    def raw_channels(self) -> int:
+        """Input channels that hold raw frames (the rest hold the prior)."""
+        return GROUP_CHANNELS if self.prior != "none" else self.in_channels
 
     @property
     def attention_channels(self) -> int:
@@ -81,7 +102,9 @@ class RCANConfig:
             raise MLSimError(
                 f"unknown RCAN config keys {sorted(unknown)}; expected a subset of {sorted(known)}"
             )
-        return cls(**{k: (str(v) if k == "upsampler" else int(v)) for k, v in data.items()})
+        return cls(
+            **{k: (str(v) if k in ("upsampler", "prior") else int(v)) for k, v in data.items()}
+        )
 
 
 #: Named architectures. ``paper`` is ML-SIM's published network (3 x 10 x 96, output on the
@@ -92,6 +115,26 @@ PRESETS: dict[str, RCANConfig] = {
     "fast": RCANConfig(n_resgroups=2, n_resblocks=2, n_feats=32, scale=2, upsampler="shuffle"),
     "tiny": RCANConfig(
         n_resgroups=1, n_resblocks=1, n_feats=8, scale=2, reduction=4, upsampler="shuffle"
+    ),
+    # physics-informed: refines the Wiener reconstruction (see PRIORS)
+    "prior": RCANConfig(
+        n_resgroups=2,
+        n_resblocks=4,
+        n_feats=32,
+        scale=2,
+        upsampler="shuffle",
+        in_channels=GROUP_CHANNELS + 4,
+        prior="wiener",
+    ),
+    "prior-tiny": RCANConfig(
+        n_resgroups=1,
+        n_resblocks=1,
+        n_feats=8,
+        scale=2,
+        reduction=4,
+        upsampler="shuffle",
+        in_channels=GROUP_CHANNELS + 4,
+        prior="wiener",
     ),
 }
 
@@ -158,7 +201,9 @@ class RCAN(nn.Module):
     ML-SIM's upsampler (3x3 conv to 4 n_feats, pixel shuffle 2) and a 3x3 conv to the output.
 
     Input ``(N, 9, H, W)`` float32 normalized by :mod:`mlsim_live.normalization`, output
-    ``(N, 1, scale*H, scale*W)``.
+    ``(N, 1, scale*H, scale*W)``. With ``prior="wiener"`` the input has 4 more channels, the
+    normalized Wiener image pixel-unshuffled to the camera grid, and the output is that image
+    (pixel-shuffled back) times a learned gain plus the network's correction.
     """
 
     def __init__(self, config: RCANConfig) -> None:
@@ -180,8 +225,17 @@ class RCAN(nn.Module):
             self.shuffle = nn.PixelShuffle(2)
         else:
             self.tail = _conv3x3(n, config.out_channels)
+        if config.prior != "none":
+            self.prior_gain = nn.Parameter(torch.ones(1))
+            self.prior_shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.prior != "none":
+            prior = self.prior_shuffle(x[:, self.config.raw_channels :])
+            return self._forward(x) + self.prior_gain * prior
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
         res = x
         for group in self.groups:

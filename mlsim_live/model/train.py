@@ -76,6 +76,10 @@ class TrainConfig:
     data_reuse : int
         Each simulated example is used about this many times (under random rotations and
         mirrors) before it leaves the pool; 1 simulates every example afresh.
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the forward pass: bf16 autocast, or fp32. ``auto`` takes bf16 on a CPU
+        with AMX or AVX512-BF16 (about 1.4x faster steps measured with AVX512-BF16, about 3x
+        with AMX) and on CUDA, fp32 elsewhere. Weights, optimizer and loss stay fp32.
     """
 
     steps: int = 10000
@@ -91,8 +95,11 @@ class TrainConfig:
     workers: int = 1
     grad_clip: float = 1.0
     data_reuse: int = 4
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise MLSimError(f"precision {self.precision!r}; expected auto, fp32 or bf16")
         for name in (
             "steps",
             "batch_size",
@@ -167,16 +174,24 @@ def evaluate(model: RCAN, val: ValidationSet, device: torch.device) -> dict[str,
     from skimage.metrics import structural_similarity
 
     model.eval()
-    outputs = []
+    raw_outputs = []
     with torch.no_grad():
         for i in range(0, len(val.x), 8):
             out = model(torch.from_numpy(val.x[i : i + 8]).to(device)).cpu().numpy()
-            outputs.extend(np.clip(out[:, 0], 0.0, 1.5))
+            raw_outputs.extend(out[:, 0])
     model.train()
-    empty = np.array([not np.any(t) for t in val.y[:, 0]])
-    psnrs = np.array([psnr(o, t) for o, t in zip(outputs, val.y[:, 0])])
+    targets = list(val.y[:, 0])
+    if getattr(model.config, "prior", "none") != "none":
+        # prior-fed targets are in the frames' units: score on the end-to-end models' footing
+        # (each target divided by its own 99.9th percentile)
+        highs = [float(np.percentile(t, 99.9)) for t in targets]
+        targets = [t / h if h > 0 else t for t, h in zip(targets, highs)]
+        raw_outputs = [o / h if h > 0 else o for o, h in zip(raw_outputs, highs)]
+    outputs = [np.clip(o, 0.0, 1.5) for o in raw_outputs]
+    empty = np.array([not np.any(t) for t in targets])
+    psnrs = np.array([psnr(o, t) for o, t in zip(outputs, targets)])
     ssims = np.array(
-        [float(structural_similarity(t, o, data_range=1.0)) for o, t in zip(outputs, val.y[:, 0])]
+        [float(structural_similarity(t, o, data_range=1.0)) for o, t in zip(outputs, targets)]
     )
     full = ~empty if (~empty).any() else np.ones_like(empty)
     metrics = {"val_psnr": float(psnrs[full].mean()), "val_ssim": float(ssims[full].mean())}
@@ -374,6 +389,24 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AMX or AVX512-BF16 in /proc/cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training autocasts to bf16 (see `TrainConfig.precision`)."""
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    return device.type == "cuda" or cpu_has_bf16()
+
+
 def choose_device(name: str | None = None) -> torch.device:
     """``name`` if given, else CUDA when available, else CPU."""
     if name:
@@ -453,6 +486,8 @@ class Trainer:
         )
         self.state = RunState()
         self._val: ValidationSet | None = None
+        self.bf16 = use_bf16(train_config.precision, device)
+        log.info("training arithmetic: %s", "bf16 autocast" if self.bf16 else "fp32")
 
     # -- persistence
 
@@ -544,6 +579,7 @@ class Trainer:
             "device": str(self.device),
             "init": self.init_source,
             "torch_threads": torch.get_num_threads(),
+            "arithmetic": "bf16 autocast" if self.bf16 else "fp32",
         }
         atomic_write_text(self.run_dir / RUN_JSON, json.dumps(info, indent=2) + "\n")
 
@@ -618,7 +654,9 @@ class Trainer:
                     break
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
-                loss = training_loss(self.model(x), y, cfg.ssim_weight)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = self.model(x)
+                loss = training_loss(out.float(), y, cfg.ssim_weight)
                 if not torch.isfinite(loss):
                     raise MLSimError(
                         f"training loss became {loss.item()} at step {self.state.step}; "
@@ -768,6 +806,8 @@ def train(
             (run_dir / "validation_set.npz").unlink(missing_ok=True)
     if data_config.scale != model_config.scale:
         data_config = replace(data_config, scale=model_config.scale)
+    if data_config.prior != model_config.prior:
+        data_config = replace(data_config, prior=model_config.prior)
     train_config = replace(base, **settings)
     trainer = Trainer(
         run_dir,
