@@ -47,6 +47,30 @@ class FakeReconstructor:
         return np.repeat(np.repeat(mean, 2, axis=0), 2, axis=1)
 
 
+@pytest.fixture(autouse=True)
+def pipeline_invariants(monkeypatch):
+    """Check `mlsim_live.live.pipeline.INVARIANTS` on every pipeline a test closed.
+
+    Every test that runs the pipeline (directly, through SIMProcessor, replay, demo or bench)
+    ends with its counts checked: no frame and no group unaccounted.
+    """
+    from mlsim_live.live import pipeline as pipeline_module
+
+    created: list = []
+    original_init = pipeline_module.Pipeline.__init__
+
+    def tracking_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        created.append(self)
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "__init__", tracking_init)
+    yield created
+    for pipeline in created:
+        if pipeline._close_done.is_set():
+            broken = pipeline_module.invariant_violations(pipeline.summary)
+            assert not broken, f"pipeline invariants broken: {broken}"
+
+
 @pytest.fixture
 def fake_reconstructor() -> type[FakeReconstructor]:
     """The FakeReconstructor class, to build fast, slow, gated or failing fakes."""

@@ -335,32 +335,12 @@ class RawStack:
 
 
 def check_group(group: np.ndarray, path: Path | str, t: int) -> None:
-    """Raise `MLSimError` when a ``(9, H, W)`` group holds NaN/Inf or a constant frame."""
-    if group.dtype.kind == "f":
-        finite = np.isfinite(group)
-        if not finite.all():
-            n_bad = int(group.size - np.count_nonzero(finite))
-            raise MLSimError(
-                f"{path}: group {t} has {n_bad} NaN/Inf pixels; expected finite intensities"
-            )
-    flat = group.reshape(group.shape[0], -1)
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
-    constant = np.flatnonzero(lo == hi)
-    if constant.size:
-        k = int(constant[0])
-        what = (
-            f"all {group.shape[0]} frames are constant"
-            if constant.size == group.shape[0]
-            else f"frame {k} (angle {k // N_PHASES}, phase {k % N_PHASES}) is constant"
-        )
-        raise MLSimError(
-            f"{path}: group {t}: {what} (value {_num(lo[k])}); "
-            "expected camera frames with varying signal"
-        )
+    """Raise `MLSimError` when a ``(9, H, W)`` group breaks `mlsim_live.validation`'s rule."""
+    from mlsim_live.validation import group_problem
 
-
-def _num(v: Any) -> str:
-    return f"{float(v):g}"
+    problem = group_problem(group)
+    if problem is not None:
+        raise MLSimError(f"{path}: group {t} {problem}")
 
 
 def iter_groups(

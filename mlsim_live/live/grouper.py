@@ -215,6 +215,11 @@ class FrameGrouper:
         return list(self._abandoned)
 
     @property
+    def frames_pending(self) -> int:
+        """Frames held in groups being filled."""
+        return sum(int(p.present.sum()) for p in self._pending.values())
+
+    @property
     def n_pending(self) -> int:
         """Groups currently being filled."""
         return len(self._pending)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.grouper import FrameGrouper, IncompleteGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.sinks import Sink
@@ -25,6 +25,51 @@ log = logging.getLogger(__name__)
 
 # Incomplete groups listed by key in the summary (all are counted).
 _INCOMPLETE_LISTED = 100
+
+INVARIANTS = (
+    "frames_received == 9 * groups_acquired + frames_incomplete + (frames_rejected - "
+    "frames_after_close) + duplicates",
+    "groups_acquired == groups_reconstructed + groups_dropped + errors + groups_refused",
+)
+"""What every closed pipeline's summary satisfies: no frame and no group is ever unaccounted.
+
+``frames_received`` counts every frame pushed before ``close``; ``frames_incomplete`` the frames
+of groups that never completed; ``frames_rejected`` frames refused (bad axes or shape, or pushed
+after ``close``: those are also ``frames_after_close``); ``duplicates`` repeated
+frames; ``frames_pending`` the frames of groups still being filled (0 once closed).
+``groups_acquired`` counts every complete group; each ends reconstructed, dropped (the worker
+was behind, or closed in time), an error (bad raw data, a failed or non-finite reconstruction,
+by reason in ``errors_by_reason``) or refused (it completed while the pipeline was closing).
+While the pipeline runs, ``groups_pending`` (frames not yet complete), ``groups_waiting`` and
+``groups_in_flight`` make up the difference.
+"""
+
+
+def invariant_violations(summary: Mapping[str, Any]) -> list[str]:
+    """The `INVARIANTS` a closed pipeline's summary breaks (empty when it holds them all)."""
+    s = summary
+    broken = []
+    frames = (
+        9 * s["groups_acquired"]
+        + s["frames_incomplete"]
+        + s["frames_rejected"]
+        - s["frames_after_close"]
+        + s["duplicates"]
+        + s["frames_pending"]
+    )
+    if s["frames_received"] != frames:
+        broken.append(f"{INVARIANTS[0]}: {s['frames_received']} != {frames}")
+    groups = (
+        s["groups_reconstructed"]
+        + s["groups_dropped"]
+        + s["errors"]
+        + s["groups_refused"]
+        + s["groups_waiting"]
+        + s["groups_in_flight"]
+    )
+    if s["groups_acquired"] != groups:
+        broken.append(f"{INVARIANTS[1]}: {s['groups_acquired']} != {groups}")
+    return broken
 
 
 class Pipeline:
@@ -88,15 +133,27 @@ class Pipeline:
         self._pixel_size_known = pixel_size_um is not None
         self._frames_received = 0
         self._frames_rejected = 0
+        self._frames_after_close = 0
+        self._groups_acquired = 0
+        self._groups_refused = 0
         self._sink_errors = 0
         self._incomplete: list[IncompleteGroup] = []
         self._first_frame_at: float | None = None
         self._last_result_at: float | None = None
         self._closed = False
-        # Held while results go to the sinks; closing the sinks waits for it, and no result
-        # reaches a sink after its close.
+        self._close_done = threading.Event()
+        # Pushes between grouping and submission: close() waits for them, so a group completed
+        # just before close() is reconstructed (or counted), never lost.
+        self._pushing = 0
+        self._pushing_done = threading.Condition(self._lock)
+        # Held while results go to the sinks; closing the sinks waits for it (up to the close
+        # timeout), and no result reaches a sink after its close.
         self._dispatch_lock = threading.Lock()
         self._sinks_closed = False
+        self._sinks_close_done = False
+        # A sink that raised is fed no more results: its first error and the groups it lost.
+        self._sink_failures: dict[int, dict[str, Any]] = {}
+        self._failures_lock = threading.Lock()
         if simulated:
             log.info("SIMULATED data: frames come from simulated SIM optics, not a microscope")
 
@@ -118,14 +175,58 @@ class Pipeline:
                 log.warning(
                     "group %s reconstructed after the sinks were closed; discarded", result.key
                 )
+                self._close_sinks_locked()
                 return
             self._last_result_at = time.time()
             for sink in self._sinks:
+                failure = self._sink_failures.get(id(sink))
+                if failure is not None:
+                    with self._failures_lock:
+                        failure["groups_lost"] += 1
+                    continue
                 try:
                     sink.on_result(result)
-                except Exception:
-                    self._sink_errors += 1
-                    log.exception("sink %s failed on group %s", type(sink).__name__, result.key)
+                except Exception as exc:
+                    self._sink_failed(sink, result, exc)
+            if self._sinks_closed:  # close() timed out while a sink was busy: close them now
+                self._close_sinks_locked()
+
+    def _sink_failed(self, sink: Sink, result: GroupResult, exc: Exception) -> None:
+        """Stop feeding a sink after its first failure; say why in one line."""
+        self._sink_errors += 1
+        cause = (
+            exc.strerror.lower()
+            if isinstance(exc, OSError) and exc.strerror
+            else f"{type(exc).__name__}: {one_line(exc)}"
+        )
+        name = sink_name(sink)
+        with self._failures_lock:
+            self._sink_failures[id(sink)] = {
+                "sink": name,
+                "error": cause,
+                "group": result.key,
+                "groups_lost": 1,
+            }
+        log.error(
+            "%s failed on group %s: %s; it gets no more results (the others go on)",
+            name,
+            result.key,
+            cause,
+        )
+        log.debug("sink failure", exc_info=exc)
+
+    def _close_sinks_locked(self) -> None:
+        """Close every sink once; the caller holds the dispatch lock."""
+        if self._sinks_close_done:
+            return
+        self._sinks_close_done = True
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._sink_errors += 1
+                log.error("closing %s failed: %s", sink_name(sink), one_line(exc))
+                log.debug("sink close failure", exc_info=exc)
 
     # ---- frames in ----
     @property
@@ -147,6 +248,7 @@ class Pipeline:
         """
         with self._lock:
             if self._closed:
+                self._frames_after_close += 1
                 self._frames_rejected += 1
                 log.warning("frame %s pushed after the pipeline was closed; ignored", dict(axes))
                 return
@@ -161,11 +263,20 @@ class Pipeline:
                 self._frames_rejected += 1
                 log.warning("frame rejected: %s", exc)
                 return
-        if group is not None:
-            try:
-                self._worker.submit(group)
-            except MLSimError as exc:  # closed between grouping and submission
-                log.warning("group %s not reconstructed: %s", group.key, exc)
+            if group is None:
+                return
+            self._groups_acquired += 1
+            self._pushing += 1
+        try:
+            self._worker.submit(group)
+        except MLSimError as exc:  # the worker closed meanwhile (close timed out)
+            with self._lock:
+                self._groups_refused += 1
+            log.warning("group %s not reconstructed: %s", group.key, exc)
+        finally:
+            with self._lock:
+                self._pushing -= 1
+                self._pushing_done.notify_all()
 
     def _take_pixel_size(self, metadata: Mapping[str, Any] | None) -> None:
         self._pixel_size_known = True
@@ -185,31 +296,27 @@ class Pipeline:
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """End of acquisition: report incomplete groups, reconstruct what waits, close sinks.
 
-        Idempotent. Returns the final summary. When the worker does not finish within
+        Idempotent and safe from several threads: a second call waits (up to ``timeout``) for
+        the first to finish. Returns the final summary. When the worker does not finish within
         ``timeout`` seconds, the groups still waiting and the one in flight are counted as
-        dropped, and a reconstruction that finishes later reaches no sink.
+        dropped, and a reconstruction that finishes later reaches no sink; a sink still busy at
+        the deadline is closed when it returns.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if self._closed:
-                return self.summary
+            first = not self._closed
             self._closed = True
-            self._incomplete = self._grouper.finish()
-        if self._incomplete:
-            log.warning(
-                "%d incomplete group(s) at the end, e.g. %s missing %s",
-                len(self._incomplete),
-                self._incomplete[0].key,
-                self._incomplete[0].missing,
-            )
-        self._worker.close(timeout)
-        with self._dispatch_lock:
-            self._sinks_closed = True
-        for sink in self._sinks:
-            try:
-                sink.close()
-            except Exception:
-                self._sink_errors += 1
-                log.exception("closing sink %s failed", type(sink).__name__)
+            if first:
+                self._incomplete = self._grouper.finish()
+                # a push between grouping and submission finishes first
+                self._pushing_done.wait_for(lambda: self._pushing == 0, _left(deadline))
+        if not first:
+            self._close_done.wait(_left(deadline))
+            return self.summary
+        try:
+            self._close(deadline)
+        finally:
+            self._close_done.set()
         summary = self.summary
         log.info(
             "%d groups acquired, %d reconstructed, %d dropped, %d errors; latency p50 %s ms",
@@ -220,6 +327,27 @@ class Pipeline:
             summary["latency_ms"]["p50"],
         )
         return summary
+
+    def _close(self, deadline: float | None) -> None:
+        if self._incomplete:
+            log.warning(
+                "%d incomplete group(s) at the end, e.g. %s missing %s",
+                len(self._incomplete),
+                self._incomplete[0].key,
+                self._incomplete[0].missing,
+            )
+        self._worker.close(_left(deadline))
+        self._sinks_closed = True  # set first: a dispatch that holds the lock closes them
+        left = _left(deadline)
+        if self._dispatch_lock.acquire(timeout=-1 if left is None else left):
+            try:
+                self._close_sinks_locked()
+            finally:
+                self._dispatch_lock.release()
+        else:
+            log.warning(
+                "a sink is still busy after the close timeout; the sinks are closed when it returns"
+            )
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -239,25 +367,42 @@ class Pipeline:
         with self._lock:
             frames_received = self._frames_received
             frames_rejected = self._frames_rejected
+            frames_after_close = self._frames_after_close
+            groups_acquired = self._groups_acquired
+            groups_refused = self._groups_refused
             duplicates = self._grouper.duplicates
             incomplete = self._grouper.incomplete
             pending = self._grouper.n_pending
+            frames_pending = self._grouper.frames_pending
             first_at = self._first_frame_at
+            pushing = self._pushing
+        with self._failures_lock:
+            sink_failures = [dict(f) for f in self._sink_failures.values()]
         last_at = self._last_result_at
         reconstructed = int(stats["groups_reconstructed"])  # type: ignore[call-overload]
+        submitted = int(stats["groups_submitted"])  # type: ignore[call-overload]
+        done = (
+            reconstructed
+            + int(stats["groups_dropped"])  # type: ignore[call-overload]
+            + int(stats["errors"])  # type: ignore[call-overload]
+            + int(stats["groups_waiting"])  # type: ignore[call-overload]
+        )
         rate = None
         if first_at is not None and last_at is not None and last_at > first_at:
             rate = round(reconstructed / (last_at - first_at), 3)
         return {
-            "groups_acquired": stats["groups_submitted"],
+            "groups_acquired": groups_acquired,
             "groups_reconstructed": reconstructed,
             "groups_dropped": stats["groups_dropped"],
             "errors": stats["errors"],
+            "errors_by_reason": stats["errors_by_reason"],
+            "groups_refused": groups_refused,
             "latency_ms": stats["latency_ms"],
             "reconstruct_ms": stats["reconstruct_ms"],
             "provider": str(getattr(self.reconstructor, "provider", "unknown")),
             "model": reconstructor_name(self.reconstructor),
             "incomplete_groups": len(incomplete),
+            "frames_incomplete": sum(9 - len(g.missing) for g in incomplete),
             "incomplete": [
                 {"key": g.key, "missing": [list(m) for m in g.missing]}
                 for g in incomplete[:_INCOMPLETE_LISTED]
@@ -265,12 +410,18 @@ class Pipeline:
             "duplicates": duplicates,
             "ood_groups": stats["ood_groups"],
             "ood_checks": stats["ood_checks"],
+            "ood_check": stats["ood_check"],
             "frames_received": frames_received,
             "frames_rejected": frames_rejected,
+            "frames_after_close": frames_after_close,
+            "frames_pending": frames_pending,
             "groups_pending": pending,
             "groups_waiting": stats["groups_waiting"],
+            "groups_in_flight": max(0, submitted - done) + pushing,
             "backpressure_waits": stats["backpressure_waits"],
             "sink_errors": self._sink_errors,
+            "sink_failures": sink_failures,
+            "delivery_errors": stats["delivery_errors"],
             "policy": self._worker.policy,
             "simulated": self.simulated,
             "pixel_size_um": self._worker.pixel_size_um,
@@ -282,6 +433,17 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: no deadline)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def sink_name(sink: object) -> str:
+    """A sink's class name, with the file it writes when it has a ``path``."""
+    path = getattr(sink, "path", None)
+    return f"{type(sink).__name__} ({path})" if path is not None else type(sink).__name__
 
 
 def _check_sink(sink: object) -> None:

@@ -169,6 +169,7 @@ class SIMProcessor:
         self._hook_ms: deque[float] = deque(maxlen=_HOOK_TIMES_KEPT)
         self._hook_failures = 0
         self._closed_summary: dict[str, Any] | None = None
+        self._close_lock = threading.Lock()
         log.info(
             "SIM processor: %s on %s, policy %s%s",
             self.pipeline.summary["model"],
@@ -221,10 +222,15 @@ class SIMProcessor:
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """End: reconstruct what waits, close the sinks, write the summary JSON; return it.
 
-        Idempotent. Call it after the acquisition has finished.
+        Idempotent, and safe from several threads (a second call waits for the first). Call it
+        after the acquisition has finished.
         """
-        if self._closed_summary is not None:
-            return dict(self._closed_summary)
+        with self._close_lock:
+            if self._closed_summary is not None:
+                return dict(self._closed_summary)
+            return self._close(timeout)
+
+    def _close(self, timeout: float | None) -> dict[str, Any]:
         self.pipeline.close(timeout)
         summary = self.summary
         if self.sr_path is not None:

@@ -13,8 +13,9 @@ class Sink(Protocol):
 
     ``on_result`` is called from the worker thread, once per reconstruction, in order. It must
     return quickly (copy or enqueue, emit a Qt signal, append to a file): a slow sink delays the
-    next reconstruction, never the acquisition. An exception it raises is logged and counted,
-    and the sink keeps receiving results.
+    next reconstruction, never the acquisition. An exception it raises is logged in one line and
+    counted, and the sink receives no more results (a full disk does not heal): the groups it
+    misses are counted in the summary's ``sink_failures``; the other sinks go on.
 
     ``close`` is called once, from the thread that closes the pipeline, after the last
     ``on_result``.

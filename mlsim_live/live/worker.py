@@ -16,6 +16,7 @@ from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.recon.base import Reconstructor
+from mlsim_live.validation import group_problem, output_problem
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,28 @@ def reconstructor_name(reconstructor: object) -> str:
     return str(getattr(reconstructor, "name", type(reconstructor).__name__))
 
 
+#: ``ood_check`` of the summary when the model has no card with training ranges.
+OOD_UNAVAILABLE = "unavailable: the model has no card with its training ranges"
+
+
+def ood_unavailable(reconstructor: object) -> bool:
+    """True for a model whose out-of-distribution check cannot run: it has one, but its model
+    card records no training ranges (``training_ranges`` is None)."""
+    return (
+        callable(getattr(reconstructor, "check_ood", None))
+        and getattr(reconstructor, "training_ranges", False) is None
+    )
+
+
 def reconstructor_ood_check(reconstructor: object) -> OODCheck | None:
-    """The reconstructor's own out-of-distribution check, if it has one.
+    """The reconstructor's own out-of-distribution check, if it has one that can run.
 
     The first callable of ``check_ood`` (RCAN: a list of reasons), ``ood_reasons`` (a list of
-    reasons) and ``is_out_of_distribution`` (a bool).
+    reasons) and ``is_out_of_distribution`` (a bool); None when there is none, or when the
+    model has no training ranges to check against (`ood_unavailable`).
     """
+    if ood_unavailable(reconstructor):
+        return None
     for attr in ("check_ood", "ood_reasons", "is_out_of_distribution"):
         check = getattr(reconstructor, attr, None)
         if callable(check):
@@ -159,7 +176,11 @@ class ReconstructionWorker:
     """Reconstructs groups on its own thread and hands each result to ``on_result``.
 
     Every submitted group ends up counted once: reconstructed, dropped, or an error, so
-    ``submitted == reconstructed + dropped + errors`` once the worker is closed.
+    ``submitted == reconstructed + dropped + errors`` once the worker is closed. A group that
+    breaks `mlsim_live.validation`'s rule (NaN/Inf, a constant frame) is refused before
+    reconstruction, and a reconstruction with NaN/Inf pixels is refused after: both are errors,
+    counted by reason in ``errors_by_reason``. A failing ``on_result`` leaves the group counted
+    as reconstructed and is counted in ``delivery_errors``.
 
     Parameters
     ----------
@@ -213,6 +234,13 @@ class ReconstructionWorker:
         self._on_result = on_result
         check = ood_check or reconstructor_ood_check(reconstructor)
         self._ood = OODMonitor(check) if check is not None else None
+        self.ood_available = ood_check is not None or not ood_unavailable(reconstructor)
+        if not self.ood_available:
+            log.warning(
+                "%s has no model card with training ranges: the out-of-distribution check is "
+                "unavailable for this run",
+                reconstructor_name(reconstructor),
+            )
         self._cond = threading.Condition()
         self._queue: deque[CompletedGroup] = deque()
         self._waiting_bytes = 0
@@ -223,6 +251,8 @@ class ReconstructionWorker:
         self.reconstructed = 0
         self.dropped = 0
         self.errors = 0
+        self.errors_by_reason: dict[str, int] = {}
+        self.delivery_errors = 0
         self.backpressure_waits = 0
         self.latencies_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self.reconstruct_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
@@ -292,13 +322,19 @@ class ReconstructionWorker:
                 "groups_dropped": self.dropped,
                 "groups_waiting": len(self._queue),
                 "errors": self.errors,
+                "errors_by_reason": dict(self.errors_by_reason),
+                "delivery_errors": self.delivery_errors,
                 "backpressure_waits": self.backpressure_waits,
             }
             latencies = list(self.latencies_ms)
             reconstruct = list(self.reconstruct_ms)
         checked, outside = self._ood.counts() if self._ood is not None else (0, 0)
-        counters["ood_groups"] = outside
+        counters["ood_groups"] = outside if self.ood_available else None
         counters["ood_checks"] = checked
+        if not self.ood_available:
+            counters["ood_check"] = OOD_UNAVAILABLE
+        else:
+            counters["ood_check"] = "on" if self._ood is not None else "none"
         counters["latency_ms"] = percentiles_ms(latencies)
         counters["reconstruct_ms"] = percentiles_ms(reconstruct)
         return counters
@@ -316,38 +352,56 @@ class ReconstructionWorker:
                 self._cond.notify_all()
             try:
                 self._process(group)
-            except Exception:  # keep the worker alive whatever happens downstream
-                with self._cond:
-                    self.errors += 1
-                log.exception("handling the result of group %s failed", group.key)
+            except Exception as exc:  # keep the worker alive whatever happens
+                self._count_error(group, type(exc).__name__, one_line(exc), exc)
             finally:
                 with self._cond:
                     self._in_flight = False
 
+    def _count_error(
+        self, group: CompletedGroup, reason: str, message: str, exc: BaseException | None = None
+    ) -> None:
+        """Count a group that was not reconstructed (unless close() counted it as dropped)."""
+        with self._cond:
+            if not self._in_flight:  # counted already, or counted as dropped by close()
+                return
+            self._in_flight = False
+            self.errors += 1
+            self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
+            first = self.errors_by_reason[reason] == 1
+        log.log(
+            logging.ERROR if first else logging.WARNING,
+            "group %s not reconstructed: %s",
+            group.key,
+            message,
+            exc_info=first and exc is not None and not isinstance(exc, MLSimError),
+        )
+
     def _process(self, group: CompletedGroup) -> None:
+        problem = group_problem(group.frames)
+        if problem is not None:  # the one rule for every source
+            self._count_error(group, "bad raw data", f"it {problem}")
+            return
         t0 = time.perf_counter()
         try:
             sr = np.asarray(self.reconstructor.reconstruct(group.frames), dtype=np.float32)
         except Exception as exc:  # a failed group never stops the acquisition
-            with self._cond:
-                if self._abandoned:  # counted as dropped by close()
-                    return
-                self.errors += 1
-                first = self.errors == 1
-                self._in_flight = False
-            log.error(
-                "reconstruction of group %s failed: %s: %s",
-                group.key,
-                type(exc).__name__,
-                one_line(exc),
-                exc_info=first,
+            self._count_error(
+                group, type(exc).__name__, f"{type(exc).__name__}: {one_line(exc)}", exc
             )
+            return
+        problem = output_problem(sr)
+        if problem is not None:
+            self._count_error(group, "non-finite output", problem)
             return
         t1 = time.perf_counter()
         latency_ms = (t1 - group.completed_perf) * 1e3
         reconstruct_ms = (t1 - t0) * 1e3
+        ood, reasons, ood_key = False, [], None
+        if self._ood is not None:
+            ood, reasons, ood_key = self._ood.verdict  # the latest so far; this group is next
         with self._cond:
-            if self._abandoned:  # close() timed out and counted this group as dropped
+            if self._abandoned or not self._in_flight:  # close() counted it as dropped
                 log.info("group %s finished after the worker was closed; discarded", group.key)
                 return
             index = self.reconstructed
@@ -355,9 +409,7 @@ class ReconstructionWorker:
             self._in_flight = False
             self.latencies_ms.append(latency_ms)
             self.reconstruct_ms.append(reconstruct_ms)
-        ood, reasons, ood_key = False, [], None
         if self._ood is not None:
-            ood, reasons, ood_key = self._ood.verdict  # the latest so far; this group is next
             self._ood.offer(group)
         result = GroupResult(
             index=index,
@@ -380,7 +432,19 @@ class ReconstructionWorker:
                 "ood_checked_key": ood_key,
             },
         )
-        self._on_result(result)
+        try:
+            self._on_result(result)
+        except Exception as exc:  # reconstructed all the same: counted once, as reconstructed
+            with self._cond:
+                self.delivery_errors += 1
+                first = self.delivery_errors == 1
+            log.error(
+                "handing on the result of group %s failed: %s: %s",
+                group.key,
+                type(exc).__name__,
+                one_line(exc),
+                exc_info=first,
+            )
 
     # ---- shutdown ----
     def close(self, timeout: float | None = None) -> bool:

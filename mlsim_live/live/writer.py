@@ -2,16 +2,18 @@
 
 The SR file is a BigTIFF with one page per group (so ``tifffile.imread`` gives a T x 2H x 2W
 stack). Each page carries the group's metadata as JSON in its ImageDescription and the SR pixel
-size (the raw pixel size divided by the reconstructor's scale) in its resolution tags. The file is
-flushed after every group, so it is a valid TIFF at any time and a crash loses at most the group
-in flight.
+size (the raw pixel size divided by the reconstructor's scale) in its resolution tags. It is
+written unbuffered, so it is a valid TIFF at any time and a crash loses at most the group in
+flight; a write that fails (a full disk) is undone, so the pages before it stay readable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live import __version__
+from mlsim_live.errors import MLSimError
 from mlsim_live.io import write_json_atomic
 from mlsim_live.io.atomic import check_writable
 from mlsim_live.live.results import GroupResult
@@ -27,6 +30,11 @@ log = logging.getLogger(__name__)
 
 SR_SUFFIX = "_sr.tif"
 SUMMARY_SUFFIX = "_summary.json"
+
+
+def open_sr_file(path: Path) -> Any:
+    """Open a new SR file for unbuffered binary writing (each write reaches the OS at once)."""
+    return open(path, "w+b", buffering=0)
 
 
 def output_paths(out_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
@@ -94,11 +102,20 @@ class SRTiffWriter:
         check_outputs_free([self.path], overwrite)
         self.groups_written = 0
         self.groups_ignored = 0
+        self.failure: BaseException | None = None
         self._tif: Any = None
+        self._file: Any = None
         self._closed = False
 
     def on_result(self, result: GroupResult) -> None:
-        """Append one reconstruction and flush (ignored after :meth:`close`)."""
+        """Append one reconstruction (ignored after :meth:`close`).
+
+        Raises
+        ------
+        OSError
+            When the page cannot be written (e.g. the disk is full): the partial page is
+            undone, the file closed with the pages before it, and the writer takes no more.
+        """
         import tifffile
 
         if self._closed:
@@ -107,31 +124,73 @@ class SRTiffWriter:
                 "group %s arrived after %s was closed; not written", result.key, self.path.name
             )
             return
+        if self.failure is not None:
+            raise MLSimError(f"{self.path}: not written after an earlier failure ({self.failure})")
         if self._tif is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tif = tifffile.TiffWriter(self.path, bigtiff=True)
+            self._file = open_sr_file(self.path)
+            try:
+                self._tif = tifffile.TiffWriter(self._file, bigtiff=True)
+            except BaseException as exc:
+                self._fail(exc, None, 0)
+                raise
         meta = result_metadata(result)
         resolution = None
         if meta["pixel_size_um"]:
             per_cm = 1e4 / meta["pixel_size_um"]
             resolution = (per_cm, per_cm)
-        self._tif.write(
-            np.ascontiguousarray(result.sr, dtype=np.float32),
-            description=json.dumps(meta, default=str),
-            metadata=None,
-            resolution=resolution,
-            resolutionunit="CENTIMETER" if resolution else None,
-            software=f"mlsim-live {__version__}",
-            photometric="minisblack",
-            contiguous=False,
-        )
-        self._tif.filehandle.flush()
+        size_before = self._file.seek(0, os.SEEK_END)
+        pointer_at = self._tif._ifdoffset  # where the last page points to the next one
+        try:
+            self._tif.write(
+                np.ascontiguousarray(result.sr, dtype=np.float32),
+                description=json.dumps(meta, default=str),
+                metadata=None,
+                resolution=resolution,
+                resolutionunit="CENTIMETER" if resolution else None,
+                software=f"mlsim-live {__version__}",
+                photometric="minisblack",
+                contiguous=False,
+            )
+            self._tif.filehandle.flush()
+        except BaseException as exc:
+            self._fail(exc, pointer_at, size_before)
+            raise
         self.groups_written += 1
+
+    def _fail(self, exc: BaseException, pointer_at: int | None, size_before: int) -> None:
+        """Undo a partial page and close the file with the pages before it (none: remove it)."""
+        self.failure = exc
+        tif, file = self._tif, self._file
+        self._tif = self._file = None
+        with contextlib.suppress(Exception):
+            if pointer_at is not None:
+                os.pwrite(file.fileno(), struct.pack("<Q", 0), pointer_at)  # in place: no space
+            os.ftruncate(file.fileno(), size_before)
+        with contextlib.suppress(Exception):
+            if tif is not None:
+                tif._fh = None  # closing tifffile's writer would write again
+        with contextlib.suppress(Exception):
+            file.close()
+        if self.groups_written == 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        else:
+            log.info(
+                "%s keeps the %d group(s) written before the failure",
+                self.path,
+                self.groups_written,
+            )
 
     def close(self) -> None:
         """Close the file; later results are ignored."""
         self._closed = True
         if self._tif is not None:
-            self._tif.close()
-            self._tif = None
+            try:
+                self._tif.close()
+            finally:
+                self._tif = None
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
             log.info("wrote %d reconstruction(s) to %s", self.groups_written, self.path)
