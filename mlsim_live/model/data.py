@@ -52,6 +52,9 @@ DEFAULT_SAMPLE_WEIGHTS: dict[str, float] = {
 #: the FFT-based simulation never reaches the patch.
 MARGIN_PX = 4
 
+#: Draws tried before a prior-fed example whose Wiener reconstruction fails is given up.
+MAX_REDRAWS = 10
+
 #: Seed root of the validation set; training streams are seeded from the user's seed instead.
 VALIDATION_SEED = 9_173_551
 
@@ -278,7 +281,19 @@ class Sampler:
         self.probabilities = weights / weights.sum()
 
     def draw(self) -> tuple[np.ndarray, np.ndarray]:
-        """One random (input, target) pair."""
+        """One random (input, target) pair.
+
+        With a prior, a group whose Wiener reconstruction fails (no signal above the noise
+        floor: inference then falls back to the end-to-end model) is replaced by a new draw.
+        """
+        for _ in range(MAX_REDRAWS):
+            try:
+                return self._draw_once()
+            except (MLSimError, ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+                log.debug("redrawing a training example: %s", exc)
+        return self._draw_once()
+
+    def _draw_once(self) -> tuple[np.ndarray, np.ndarray]:
         params = random_params(self.rng, self.config.ranges)
         kind = str(self.rng.choice(self.kinds, p=self.probabilities))
         return make_example(
@@ -394,19 +409,25 @@ def validation_set(config: DataConfig, n: int = 48, seed: int = VALIDATION_SEED)
     used_kinds = []
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        params = random_params(rng, config.ranges)
-        params = replace(params, signal=replace(params.signal, peak_photons=float(photons[i])))
         kind = kinds[i % len(kinds)]
-        x, y = make_example(
-            params,
-            kind,
-            config.patch_px,
-            config.scale,
-            rng,
-            flip=False,
-            prior=config.prior,
-            optics_known=config.optics_known,
-        )
+        for attempt in range(MAX_REDRAWS + 1):
+            params = random_params(rng, config.ranges)
+            params = replace(params, signal=replace(params.signal, peak_photons=float(photons[i])))
+            try:
+                x, y = make_example(
+                    params,
+                    kind,
+                    config.patch_px,
+                    config.scale,
+                    rng,
+                    flip=False,
+                    prior=config.prior,
+                    optics_known=config.optics_known,
+                )
+                break
+            except MLSimError:  # a prior whose reconstruction failed: redraw (see Sampler)
+                if attempt == MAX_REDRAWS:
+                    raise
         xs.append(x)
         ys.append(y)
         used_kinds.append(kind)
