@@ -144,6 +144,14 @@ def cached_reconstructor(config: ReconConfig, optics: Any) -> tuple[Any, threadi
                 config.method, model=config.model, optics=optics, offset_adu=config.offset_adu
             )
             hit = _RECONSTRUCTORS[key] = (reconstructor, threading.Lock())
+            from mlsim_live.live.worker import ood_unavailable
+
+            if ood_unavailable(reconstructor):
+                log.warning(
+                    "%s has no model card with training ranges: the out-of-distribution check "
+                    "is unavailable (ood_groups: null)",
+                    reconstructor.name,
+                )
             _RECONSTRUCTOR_LOADS[key] = _RECONSTRUCTOR_LOADS.get(key, 0) + 1
             log.debug(
                 "loaded %s in %.0f ms (pid %d)",
@@ -210,12 +218,20 @@ def run_group(task: GroupTask) -> GroupOutput:
     caller's, once per file). Group 0 of a file is always estimated afresh, so a verdict never
     carries over from the previous file.
     """
+    from mlsim_live.live.worker import ood_unavailable
+    from mlsim_live.validation import output_problem
+
     stack = cached_stack(task.path, task.read)
     group = stack.group(task.t)
     reconstructor, lock = cached_reconstructor(task.config, task.optics)
     check_ood = getattr(reconstructor, "check_ood", None)
+    if ood_unavailable(reconstructor):  # no training ranges: not checked (None), never "0"
+        check_ood = None
     with lock:
         sr = np.asarray(reconstructor.reconstruct(group), dtype=np.float32)
+        problem = output_problem(sr)
+        if problem is not None:
+            raise MLSimError(f"{task.path}: group {task.t}: {problem}")
         estimate = getattr(reconstructor, "last_estimate", None)
         estimate_dict = estimate.to_dict() if estimate is not None else None
         ood = list(check_ood(group, warn=False, fresh=task.t == 0)) if callable(check_ood) else None
@@ -293,8 +309,12 @@ class DaskExecutor:
 
 
 @contextlib.contextmanager
-def dask_executor(address: str) -> Iterator[DaskExecutor]:
-    """Connect to a scheduler at ``address`` or, for ``"local"``, start a 2-worker LocalCluster."""
+def dask_executor(address: str, dashboard_address: str | None = None) -> Iterator[DaskExecutor]:
+    """Connect to a scheduler at ``address`` or, for ``"local"``, start a 2-worker LocalCluster.
+
+    The local cluster listens on 127.0.0.1 only, and serves no dashboard unless
+    ``dashboard_address`` asks for one (e.g. ``"127.0.0.1:8787"``).
+    """
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
@@ -308,7 +328,11 @@ def dask_executor(address: str) -> Iterator[DaskExecutor]:
     try:
         if address == "local":
             cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",  # scheduler and workers on loopback only
+                dashboard_address=dashboard_address,
             )
             client = Client(cluster)
         else:
@@ -550,8 +574,16 @@ def reconstruct_files(
     """
     from tqdm import tqdm
 
+    from mlsim_live.io.atomic import remove_orphans
+
     executor = executor or LocalExecutor()
     jobs = list(jobs)
+    outputs_by_folder: dict[Path, list[str]] = {}
+    for job in jobs:
+        for path in (job.output, job.sidecar):
+            outputs_by_folder.setdefault(path.parent, []).append(path.name)
+    for folder, names in outputs_by_folder.items():  # what killed runs left behind
+        remove_orphans(folder, names)
     outcomes: list[FileOutcome | None] = [None] * len(jobs)
     todo: list[int] = []
     for i, job in enumerate(jobs):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +71,33 @@ def pipeline_invariants(monkeypatch):
         if pipeline._close_done.is_set():
             broken = pipeline_module.invariant_violations(pipeline.summary)
             assert not broken, f"pipeline invariants broken: {broken}"
+
+
+class FullDisk(io.FileIO):
+    """A file that raises ENOSPC once ``quota`` bytes have been written."""
+
+    quota = 0
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self.tell() + len(memoryview(data).cast("B")) > self.quota:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk(n_bytes)``: SR files written from now on fill the disk after ``n_bytes``."""
+    from mlsim_live.live import writer
+
+    def fill_after(n_bytes: int) -> None:
+        def opener(path):
+            f = FullDisk(path, "w+b")
+            f.quota = n_bytes
+            return f
+
+        monkeypatch.setattr(writer, "open_sr_file", opener)
+
+    return fill_after
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@ threads, and the counting invariants (issue 12)."""
 
 from __future__ import annotations
 
-import errno
-import io
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,35 +239,13 @@ def test_hanging_sink_does_not_hang_close(fake_reconstructor):
 # ---- item 3: a sink that fails stops being fed; the SR file stays readable ----
 
 
-class FullDisk(io.FileIO):
-    """A file that raises ENOSPC once ``quota`` bytes have been written."""
-
-    quota = 0
-
-    def write(self, data) -> int:  # type: ignore[override]
-        if self.tell() + len(memoryview(data).cast("B")) > self.quota:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return super().write(data)
-
-
-def full_disk_after(monkeypatch, n_bytes: int) -> None:
-    from mlsim_live.live import writer
-
-    def opener(path: Path):
-        f = FullDisk(path, "w+b")
-        f.quota = n_bytes
-        return f
-
-    monkeypatch.setattr(writer, "open_sr_file", opener)
-
-
 def test_full_disk_stops_the_writer_and_keeps_what_it_wrote(
-    fake_reconstructor, tmp_path, monkeypatch, caplog
+    fake_reconstructor, tmp_path, full_disk, caplog
 ):
     from mlsim_live.live.writer import SRTiffWriter
 
     page = 16 * 16 * 4  # one 2x SR page of an 8 x 8 group, float32
-    full_disk_after(monkeypatch, 3 * page + 3000)
+    full_disk(3 * page + 3000)
     writer = SRTiffWriter(tmp_path / "x_sr.tif")
     other = ListSink()
     pipeline = Pipeline(fake_reconstructor(), sinks=[writer, other], policy="all")
@@ -289,10 +264,10 @@ def test_full_disk_stops_the_writer_and_keeps_what_it_wrote(
     assert_invariants(summary)
 
 
-def test_full_disk_before_the_first_page_leaves_no_file(fake_reconstructor, tmp_path, monkeypatch):
+def test_full_disk_before_the_first_page_leaves_no_file(fake_reconstructor, tmp_path, full_disk):
     from mlsim_live.live.writer import SRTiffWriter
 
-    full_disk_after(monkeypatch, 100)
+    full_disk(100)
     writer = SRTiffWriter(tmp_path / "x_sr.tif")
     pipeline = Pipeline(fake_reconstructor(), sinks=[writer], policy="all")
     push_group(pipeline, 0)
@@ -315,3 +290,38 @@ def test_writer_files_are_readable_at_any_time(fake_reconstructor, tmp_path, n):
     with tifffile.TiffFile(tmp_path / "x_sr.tif") as tif:  # before close
         assert len(tif.pages) == n
     pipeline.close()
+
+
+# ---- item 12: the local Dask cluster is not exposed ----
+
+
+@pytest.mark.parametrize("dashboard", [None, "127.0.0.1:8787"])
+def test_local_dask_binds_loopback_and_no_dashboard_unless_asked(monkeypatch, dashboard):
+    distributed = pytest.importorskip("distributed")
+    from mlsim_live.batch import dask_executor
+
+    seen: dict = {}
+
+    class FakeCluster:
+        def __init__(self, **kwargs) -> None:
+            seen.update(kwargs)
+
+        def close(self) -> None:
+            pass
+
+    class FakeClient:
+        def __init__(self, cluster) -> None:
+            self.scheduler = type("S", (), {"address": "tcp://127.0.0.1:1"})()
+
+        def nthreads(self) -> dict:
+            return {"w": 1}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
+    monkeypatch.setattr(distributed, "Client", FakeClient)
+    with dask_executor("local", dashboard):
+        pass
+    assert seen["host"] == "127.0.0.1"
+    assert seen["dashboard_address"] == dashboard

@@ -76,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     _configure_logging(args.verbose, args.quiet)
+    from mlsim_live.cli import _signals
+
     try:
-        result = args.func(args)
+        with _signals.interrupts():
+            result = args.func(args)
     except MLSimError as exc:
         print(f"mlsim-live {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -85,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlsim-live {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mlsim-live {args.command}: interrupted", file=sys.stderr)
-        return 130
+        name = _signals.received() or "SIGINT"
+        print(f"mlsim-live {args.command}: interrupted by {name}", file=sys.stderr)
+        return _signals.exit_code()
     return int(result or 0)
 
 

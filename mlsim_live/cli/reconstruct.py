@@ -63,7 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dask",
         metavar="ADDRESS",
         help="spread files and time points over a Dask cluster: a scheduler address "
-        "(tcp://host:8786; workers must see the input paths) or 'local' (2 worker processes)",
+        "(tcp://host:8786; workers must see the input paths) or 'local' (2 worker processes "
+        "on 127.0.0.1)",
+    )
+    p.add_argument(
+        "--dask-dashboard",
+        metavar="HOST:PORT",
+        help="with --dask local: serve the Dask dashboard there, e.g. 127.0.0.1:8787 "
+        "(default: no dashboard)",
     )
     p.set_defaults(func=run)
 
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         outcomes = failed
     elif args.dask:
-        with dask_executor(args.dask) as executor:
+        with dask_executor(args.dask, getattr(args, "dask_dashboard", None)) as executor:
             outcomes = reconstruct_files(
                 jobs, read, config, executor=executor, overwrite=args.overwrite, progress=progress
             )

@@ -118,7 +118,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = replay_run.run()
     print_summary(summary, kind="replay")
-    return 0
+    return interrupted_exit(summary, "replay")
+
+
+def interrupted_exit(summary: dict[str, Any], command: str) -> int:
+    """0, or after an interrupt one line on stderr and the signal's exit code (130, 143)."""
+    import sys
+
+    from mlsim_live.cli import _signals
+
+    if not (summary.get("interrupted") or summary.get("acquisition_ended") == "interrupted"):
+        return 0
+    saved = summary.get("sr_file") or "no SR file"
+    print(
+        f"mlsim-live {command}: interrupted by {_signals.received() or 'SIGINT'}; "
+        f"{summary['groups_reconstructed']} finished group(s) saved ({saved})",
+        file=sys.stderr,
+    )
+    return _signals.exit_code()
 
 
 def run_with_viewer(replay_run: Any, screenshot: Path | None, overwrite: bool) -> dict[str, Any]:

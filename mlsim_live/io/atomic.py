@@ -6,8 +6,10 @@ import contextlib
 import json
 import logging
 import os
+import re
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,83 @@ log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 
 
+# ``.<name>.<pid>-<hex>.tmp`` (and ``.<name>.<hex>.tmp`` from earlier versions).
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8,12}\.tmp$")
+
+
 def temp_path_for(path: Path) -> Path:
-    """Return a fresh hidden temporary path beside ``path`` (same folder, same file system)."""
-    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    """Return a fresh hidden temporary path beside ``path`` (same folder, same file system).
+
+    The name holds the writing process's id, so a later run can tell the temporary file of a
+    killed run (an orphan, see `remove_orphans`) from that of a run still writing.
+    """
+    return path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_orphans(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files that killed runs left for the outputs ``names`` in ``folder``.
+
+    A temporary file is an orphan when the process that wrote it is gone (or, for names from
+    earlier versions without a process id, always). Each removal is logged in one line.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    folder = Path(folder)
+    wanted = set(names)
+    removed: list[Path] = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry)
+        if match is None or match["name"] not in wanted:
+            continue
+        if match["pid"] is not None and _process_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (folder / entry).unlink()
+            removed.append(folder / entry)
+    if removed:
+        log.warning(
+            "removed %d temporary file(s) left by an interrupted run in %s: %s",
+            len(removed),
+            folder,
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+def check_folder_writable(folder: str | os.PathLike[str], option: str = "--out") -> None:
+    """Raise `MLSimError` unless a file can be created in the existing ``folder``.
+
+    Tried for real (a temporary file, removed at once), so read-only mounts, permissions and
+    ACLs all count, before any work is done.
+    """
+    folder = Path(folder)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mlsim-write-check-"):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise MLSimError(
+            f"{option} {folder}: cannot write there ({reason}); expected a writable folder"
+        ) from exc
 
 
 def check_writable(path: str | os.PathLike[str], overwrite: bool) -> None:

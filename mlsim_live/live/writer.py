@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live import __version__
-from mlsim_live.errors import MLSimError
+from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.io import write_json_atomic
 from mlsim_live.io.atomic import check_writable
 from mlsim_live.live.results import GroupResult
@@ -157,6 +157,16 @@ class SRTiffWriter:
             self._fail(exc, pointer_at, size_before)
             raise
         self.groups_written += 1
+
+    @property
+    def failure_reason(self) -> str | None:
+        """Why writing stopped, in a few words (e.g. ``no space left on device``), or None."""
+        exc = self.failure
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror.lower()
+        return f"{type(exc).__name__}: {one_line(exc)}"
 
     def _fail(self, exc: BaseException, pointer_at: int | None, size_before: int) -> None:
         """Undo a partial page and close the file with the pages before it (none: remove it)."""

@@ -4,6 +4,7 @@ as fast as possible, and save the same outputs as a live run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlsim_live.constants import LEARNED_METHODS
 from mlsim_live.errors import MLSimError
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.results import GroupResult
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("mlsim_replay")
 # Under policy "all": complete groups allowed to wait for the worker before reading pauses.
 DEFAULT_MAX_AHEAD = 4
+# After an interrupt (Ctrl-C, SIGTERM): seconds the groups already complete may take to finish.
+INTERRUPT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class ReplayStats:
         back-pressure was slower than ``fps``).
     stopped : bool
         The replay was stopped before the end of the source.
+    interrupted : bool
+        It was stopped by an interrupt (Ctrl-C, SIGTERM): the groups already complete were
+        given `INTERRUPT_GRACE_S` to finish.
     """
 
     frames_pushed: int
@@ -57,6 +64,7 @@ class ReplayStats:
     fps_requested: float | None
     late_frames: int
     stopped: bool
+    interrupted: bool = False
 
 
 class _ResultCounter:
@@ -123,6 +131,10 @@ def replay(
     -------
     ReplayStats
 
+    A KeyboardInterrupt (Ctrl-C, or SIGTERM through the CLI) stops the replay like ``stop``:
+    the groups already complete get `INTERRUPT_GRACE_S` to finish and the stats say
+    ``interrupted``.
+
     Raises
     ------
     MLSimError
@@ -141,7 +153,7 @@ def replay(
     started = clock()
     due = started
     pushed_at = started
-    stopped = False
+    stopped = interrupted = False
     try:
         for frame, axes, metadata in source:
             if stop.is_set():
@@ -162,8 +174,16 @@ def replay(
             if throttle and frames % GROUP_SIZE == 0:
                 _wait_for_worker(pipeline, counter, frames // GROUP_SIZE, max_ahead, stop)
         pushed_at = clock()
+    except KeyboardInterrupt:
+        stopped = interrupted = True
+        pushed_at = clock()
+        log.warning("interrupted after %d frames: finishing the groups already complete", frames)
     finally:
-        pipeline.close()
+        try:
+            pipeline.close(INTERRUPT_GRACE_S if interrupted else None)
+        except KeyboardInterrupt:  # while closing: what is finished is kept all the same
+            interrupted = stopped = True
+            pipeline.close(INTERRUPT_GRACE_S)
     ended = clock()
     replay_s = ended - started
     if stopped:
@@ -178,6 +198,7 @@ def replay(
         fps_requested=fps,
         late_frames=late,
         stopped=stopped,
+        interrupted=interrupted,
     )
 
 
@@ -358,38 +379,73 @@ class ReplayRun:
     def run(self) -> dict[str, Any]:
         """Replay, save ``<name>_sr.tif`` and ``<name>_summary.json``; return the summary.
 
+        The SR file is written to a hidden temporary file and renamed into place at the end. An
+        interrupt (Ctrl-C, SIGTERM) ends the replay early: the groups finished are saved and
+        the summary says ``interrupted``. When the SR file cannot be written (a full disk),
+        the groups written before stay readable in ``<name>_sr.tif``, the summary counts the
+        groups lost, and MLSimError says why in one line. Temporary files that a killed run
+        left for these outputs are removed first.
+
         Raises
         ------
         MLSimError
-            Unreadable frames, or no group reconstructed; no output is left behind.
+            Unreadable frames, an output folder that cannot be written, no group
+            reconstructed, or an SR file that could not be written to the end.
         """
-        from mlsim_live.io.atomic import atomic_path
+        from mlsim_live.io.atomic import (
+            _publish,
+            check_folder_writable,
+            remove_orphans,
+            temp_path_for,
+        )
+        from mlsim_live.live.pipeline import sink_name
         from mlsim_live.live.writer import SRTiffWriter, write_summary
 
         s = self.settings
         created_out = not s.out.exists()
+        tmp: Path | None = None
         try:
             s.out.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.sr_path, overwrite=s.overwrite) as tmp:
-                writer = SRTiffWriter(tmp, overwrite=True)
-                self.pipeline.add_sink(writer)
-                self.stats = replay(self.source, self.pipeline, s.fps, stop=self._stop)
-                summary = self.pipeline.summary
-                if writer.groups_written == 0 or not tmp.exists():
-                    raise MLSimError(
-                        f"{self.source.path}: no group was reconstructed ("
-                        f"{summary['groups_acquired']} complete groups, {summary['errors']} "
-                        f"failed, {summary['incomplete_groups']} incomplete); expected raw SIM "
-                        "groups of 9 frames that the method can reconstruct"
-                    )
+            check_folder_writable(s.out)
+            remove_orphans(s.out, [self.sr_path.name, self.summary_path.name])
+            tmp = temp_path_for(self.sr_path)
+            writer = SRTiffWriter(tmp, overwrite=True)
+            self.pipeline.add_sink(writer)
+            self.stats = replay(self.source, self.pipeline, s.fps, stop=self._stop)
+            summary = self.pipeline.summary
+            failed = writer.failure is not None
+            if writer.groups_written == 0 and not (self.stats.interrupted or failed):
+                raise MLSimError(
+                    f"{self.source.path}: no group was reconstructed ("
+                    f"{summary['groups_acquired']} complete groups, {summary['errors']} "
+                    f"failed, {summary['incomplete_groups']} incomplete); expected raw SIM "
+                    "groups of 9 frames that the method can reconstruct"
+                )
+            if writer.groups_written and tmp.exists():
+                _publish(tmp, self.sr_path, s.overwrite)
             summary.update(self._extras(self.stats, summary))
+            summary["sr_groups_written"] = writer.groups_written
+            if not writer.groups_written:
+                summary["sr_file"] = None
             write_summary(self.summary_path, summary, overwrite=s.overwrite)
         except BaseException:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
             if created_out:
                 _remove_if_empty(s.out)
             raise
         finally:
             self.source.close()
+        if failed:
+            lost = sum(
+                f["groups_lost"] for f in summary["sink_failures"] if f["sink"] == sink_name(writer)
+            )
+            raise MLSimError(
+                f"{self.sr_path}: {writer.failure_reason} after {writer.groups_written} group(s) "
+                f"({lost} not written; {self.summary_path.name} has the counts); expected "
+                "free space and a writable --out folder"
+            )
         log.info(
             "replayed %d frames in %.2f s (%s raw frames/s, %s groups/s): %s",
             self.stats.frames_pushed,
@@ -410,6 +466,7 @@ class ReplayRun:
             "fps_requested": stats.fps_requested,
             "late_frames": stats.late_frames,
             "stopped": stats.stopped,
+            "interrupted": stats.interrupted,
             "replay_s": round(replay_s, 3),
             "raw_frames_per_s": stats.raw_frames_per_s,
             "groups_per_s": round(groups / replay_s, 3) if replay_s > 0 else None,
@@ -438,7 +495,7 @@ def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Recons
         na, wavelength_nm = getattr(source, "na", None), getattr(source, "wavelength_nm", None)
     optics = optics_from(na, wavelength_nm, source.pixel_size_um)
     method = default_method(settings.method, settings.model)
-    model = settings.model if method == "rcan" else None
+    model = settings.model if method in LEARNED_METHODS else None
     return make_stream_reconstructor(
         method, model=model, optics=optics, offset_adu=settings.offset_adu
     )
