@@ -118,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = demo.run()
     print_summary(summary)
-    return 0
+    from mlsim_live.cli.replay import interrupted_exit
+
+    return interrupted_exit(summary, "demo")
 
 
 def run_with_viewer(demo: Any, screenshot: Path | None, overwrite: bool) -> dict[str, Any]:

@@ -331,8 +331,9 @@ class SIMAcquisition:
         The summary adds to the processor's: ``groups_requested``, ``groups_submitted``,
         ``raw_frames``, ``stage_errors`` (failures of the image-processor stages, whose frames
         went on unchanged), ``acquisition_ended`` (``completed``: every group was acquired;
-        ``stopped``; ``aborted`` by Pycro-Manager, e.g. a failing hook; ``stalled``: no frame
-        for ``stall_limit_s``; ``failed``: an exception), ``acquisition_s`` and
+        ``stopped``; ``interrupted`` by Ctrl-C or SIGTERM, after the frames already queued;
+        ``aborted`` by Pycro-Manager, e.g. a failing hook; ``stalled``: no frame for
+        ``stall_limit_s``; ``failed``: an exception), ``interrupted``, ``acquisition_s`` and
         ``raw_dataset``.
         """
         from pycromanager import Acquisition
@@ -348,13 +349,26 @@ class SIMAcquisition:
         kwargs.update(self.acquisition_kwargs)
         started = time.perf_counter()
         acquisition_s = None
+        acq = None
         try:
-            with Acquisition(**kwargs) as acq:
-                self._queue_groups(acq)
+            try:
+                with Acquisition(**kwargs) as acq:
+                    try:
+                        self._queue_groups(acq)
+                    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the queued frames finish
+                        self.ended = "interrupted"
+                        log.warning(
+                            "interrupted: no more groups are queued; the %d frames queued "
+                            "finish and are saved",
+                            GROUP_SIZE * self.groups_submitted - self._counter.count,
+                        )
+            except KeyboardInterrupt:  # while the acquisition finished: keep what it saved
+                self.ended = "interrupted"
             if self.ended == "completed" and _ask(acq, "is_abort_requested"):
                 self.ended = "aborted"  # after every group was queued
             acquisition_s = time.perf_counter() - started
-            self._record_dataset(acq)
+            if acq is not None:
+                self._record_dataset(acq)
         except BaseException:
             if self.ended == "running":
                 self.ended = "failed"
@@ -367,6 +381,7 @@ class SIMAcquisition:
                     "raw_frames": self._counter.count,
                     "stage_errors": self._chain.errors,
                     "acquisition_ended": self.ended,
+                    "interrupted": self.ended == "interrupted",
                     "acquisition_s": None if acquisition_s is None else round(acquisition_s, 3),
                     "raw_dataset": str(self.dataset_path) if self.dataset_path else None,
                 }

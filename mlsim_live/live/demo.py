@@ -11,6 +11,7 @@ on a microscope.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 DEMO_CONFIG_NAME = "MMConfig_demo_sim.cfg"
 HEADLESS_DEFAULT_GROUPS = 20
+# The core's circular buffer: the demo's frames go straight on to the processor, so it holds
+# only the groups queued ahead (see `AcquisitionSettings.lookahead_groups`) and a few spare.
+DEMO_START_BUFFER_MB = 32
+DEMO_BUFFER_GROUPS = 8
+
+
+def demo_buffer_mb(size: int, groups: int = DEMO_BUFFER_GROUPS) -> int:
+    """Circular buffer (MB) for ``groups`` SIM groups of ``size`` x ``size`` 16-bit frames."""
+    return max(8, math.ceil(groups * 9 * size * size * 2 / 2**20))
 
 
 def demo_config_path() -> Path:
@@ -46,12 +56,15 @@ def demo_config_path() -> Path:
 
 
 def start_python_backend(
-    adapter_path: str | os.PathLike[str], config: str | os.PathLike[str]
+    adapter_path: str | os.PathLike[str],
+    config: str | os.PathLike[str],
+    buffer_size_mb: int = 1024,
 ) -> Any:
     """Start (once per process) a headless Micro-Manager core on Pycro-Manager's Python backend.
 
     When a Python-backend core runs already (the backend allows one per process), it is reused
-    and ``config`` is loaded into it.
+    and ``config`` is loaded into it. ``buffer_size_mb`` is the core's circular buffer
+    (Pycro-Manager's default, 1 GB, for real cameras; the demo asks for far less).
 
     Returns
     -------
@@ -65,7 +78,9 @@ def start_python_backend(
         raise MLSimError(f"Micro-Manager configuration {cfg} does not exist; expected a .cfg file")
     try:
         if not is_pymmcore_active():
-            start_headless(str(adapter_path), str(cfg), python_backend=True)
+            start_headless(
+                str(adapter_path), str(cfg), python_backend=True, buffer_size_mb=buffer_size_mb
+            )
             log.info("Micro-Manager core started headless (Python backend) with %s", cfg.name)
             return Core()
         core = Core()
@@ -90,7 +105,9 @@ def start_demo_core() -> Any:
         core = Core()
         if PATTERN_GROUP in core.get_available_config_groups():
             return core
-    return start_python_backend(mm_test_adapters.device_adapter_path(), demo_config_path())
+    return start_python_backend(
+        mm_test_adapters.device_adapter_path(), demo_config_path(), DEMO_START_BUFFER_MB
+    )
 
 
 def configure_camera(core: Any, size: int, exposure_ms: float) -> None:
@@ -107,6 +124,7 @@ def configure_camera(core: Any, size: int, exposure_ms: float) -> None:
         core.set_property(camera, prop, value)
     core.clear_roi()
     core.set_exposure(float(exposure_ms))
+    core.set_circular_buffer_memory_footprint(demo_buffer_mb(size))
 
 
 @dataclass(frozen=True)

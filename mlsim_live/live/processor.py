@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live.errors import MLSimError
+from mlsim_live.io.atomic import check_folder_writable
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.sinks import Sink
 from mlsim_live.live.worker import percentiles_ms
@@ -152,6 +153,8 @@ class SIMProcessor:
         if out is not None:
             self.sr_path, self.summary_path = output_paths(out, self.name)
             check_outputs_free([self.sr_path, self.summary_path], overwrite)
+            if Path(out).is_dir():  # found now, not at the first group
+                check_folder_writable(out)
             all_sinks.append(SRTiffWriter(self.sr_path, overwrite=overwrite))
         self.pipeline = Pipeline(
             reconstructor,
