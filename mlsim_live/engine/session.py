@@ -84,6 +84,31 @@ def fp16_model(path: Path) -> tuple[str | bytes, str] | None:
     return model.SerializeToString(), f"{path.name} converted to fp16"
 
 
+# Input element types an RCAN model may take (the engine feeds float32, or float16 to fp16 models).
+_INPUT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
+def check_model_input(name: str, input_type: str, shape: list[Any]) -> None:
+    """Raise `MLSimError` unless a model takes float frames of any height and width.
+
+    The engine feeds ``(N, C, H, W)`` float32 (or float16) groups of the camera's frame size,
+    so a model with another element type, or exported with a fixed height and width, cannot
+    run; this says so when the model loads instead of failing on the first group.
+    """
+    if input_type not in _INPUT_TYPES:
+        raise MLSimError(
+            f"model {name} takes {input_type} input; expected float32 or float16 frames "
+            "(tensor(float) or tensor(float16))"
+        )
+    fixed = [d for d in shape[2:] if isinstance(d, int)]
+    if fixed:
+        size = " x ".join(str(d) if isinstance(d, int) else "?" for d in shape[2:])
+        raise MLSimError(
+            f"model {name} takes frames of a fixed size ({size}); expected a model exported "
+            "with dynamic height and width (any frame size)"
+        )
+
+
 class OnnxSession:
     """An ``InferenceSession`` of an RCAN model on the best working execution provider.
 
@@ -175,6 +200,7 @@ class OnnxSession:
                 f"model {self.path.name} takes a rank-{len(shape)} input {shape}; "
                 "expected rank 4 (N, 9, H, W)"
             )
+        check_model_input(self.path.name, inp[0].type, shape)
         self.in_channels = shape[1] if isinstance(shape[1], int) else None
         if self.in_channels is not None and self.in_channels != GROUP_CHANNELS:
             raise MLSimError(

@@ -10,6 +10,7 @@ on a microscope.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -202,10 +203,37 @@ class DemoRun:
             size=settings.size, sample=settings.sample, seed=settings.seed, core=self.core
         )
         self.name = settings.name
+        created: list[Path] = []
         if settings.out is not None:
+            for folder in (settings.out, *settings.out.parents):
+                if folder.exists():
+                    break
+                created.append(folder)
             settings.out.mkdir(parents=True, exist_ok=True)
             self.name = next_dataset_name(settings.out, settings.name)
-        self.processor = SIMProcessor(
+        try:
+            self.processor = self._make_processor(settings, sinks, reconstructor)
+        except BaseException:  # e.g. a model that cannot run: leave no empty folder behind
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        self.processor.extra_summary["simulation"] = self.optics.describe()
+        self.acquisition = SIMAcquisition(
+            self.processor,
+            settings,
+            stages=(self.optics,),
+            post_hardware_hook=self.optics.post_hardware_hook,
+            dataset_name=self.name if settings.out is not None else None,
+        )
+
+    def _make_processor(
+        self,
+        settings: DemoSettings,
+        sinks: tuple[Sink, ...],
+        reconstructor: Reconstructor | None,
+    ) -> SIMProcessor:
+        return SIMProcessor(
             model=settings.model,
             method=settings.method,
             policy=settings.policy,
@@ -217,14 +245,6 @@ class DemoRun:
             simulated=True,
             optics=self.optics.params.optics,
             frame_shape=(settings.size, settings.size),
-        )
-        self.processor.extra_summary["simulation"] = self.optics.describe()
-        self.acquisition = SIMAcquisition(
-            self.processor,
-            settings,
-            stages=(self.optics,),
-            post_hardware_hook=self.optics.post_hardware_hook,
-            dataset_name=self.name if settings.out is not None else None,
         )
 
     def stop(self) -> None:
