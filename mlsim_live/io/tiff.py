@@ -27,6 +27,7 @@ from mlsim_live.constants import ORDERS
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.io.atomic import atomic_path
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
+from mlsim_live.validation import check_frame_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     import tifffile
@@ -443,6 +444,7 @@ def read_raw_stack(
         frame_index, frame_shape, layout, used_order = _frame_index(
             path, full_shape, full_axes, order, angle_axis, phase_axis
         )
+        check_frame_memory(frame_shape, dtype.itemsize, str(path))  # before any allocation
         with _capture_tifffile_log() as tlog:  # page offsets may be read only now
             pixel_size_um, na, wavelength_nm = _physical_metadata(path, tif, fmt)
             reader = _make_reader(

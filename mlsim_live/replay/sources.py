@@ -17,6 +17,7 @@ import numpy as np
 
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
+from mlsim_live.validation import check_frame_memory
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,11 @@ class NDTiffSource:
         first = self._entries[0][1]
         self.frame_shape = (int(first.image_height), int(first.image_width))
         self.dtype = np.dtype(np.uint8 if _NDTIFF_BYTES[first.pixel_type] == 1 else np.uint16)
+        try:
+            check_frame_memory(self.frame_shape, self.dtype.itemsize, str(self.path))
+        except MLSimError:
+            self.close()
+            raise
         summary = getattr(self._dataset, "summary_metadata", None) or {}
         self.summary_metadata: dict[str, Any] = dict(summary)
         self.simulated = bool(first_meta.get(SIMULATED_KEY, False))
