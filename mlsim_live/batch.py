@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -705,7 +705,7 @@ def _reconstruct_one(
             "order": stack.order,
             "pixel_size_um": plan.pixel_size_um,
             "output_pixel_size_um": out_pixel,
-            "optics": asdict(plan.optics) if plan.optics is not None else None,
+            "optics": plan.optics.to_dict() if plan.optics is not None else None,
             "offset_adu": config.offset_adu,
             "estimates": estimates if any(e is not None for e in estimates) else None,
             "ood_groups": ood_groups,

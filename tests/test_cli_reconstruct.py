@@ -522,7 +522,7 @@ def test_every_bad_file_reported_in_one_batch(
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--method", "wiener", "--model", "m.onnx"], "--model applies to --method rcan"),
+        (["--method", "wiener", "--model", "m.onnx"], "--model applies to the learned methods"),
         (["--method", "rcan", "--model", "nothere.onnx"], "no such file"),
         (["--method", "widefield", "--angle-axis", "C"], "expected both options or neither"),
         (["--method", "wiener", "--na", "7"], "NA 7.0 is out of range"),

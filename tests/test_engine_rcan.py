@@ -155,7 +155,7 @@ def test_default_model_is_used_when_none_given(
 ) -> None:
     import mlsim_live.paths
 
-    monkeypatch.setattr(mlsim_live.paths, "default_model_path", lambda: model_path)
+    monkeypatch.setattr(mlsim_live.paths, "default_model_path", lambda method="rcan": model_path)
     recon = RCANReconstructor(warmup=False)
     assert recon.name == f"rcan:{model_path.name}"
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mlsim_live.constants import METHODS
+from mlsim_live.constants import LEARNED_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _run_live(args: argparse.Namespace) -> int:
     from mlsim_live.live.benchmark import run_benchmark
     from mlsim_live.recon import make_stream_reconstructor
 
-    model = args.model if args.method == "rcan" else None
+    model = args.model if args.method in LEARNED_METHODS else None
     reconstructor = make_stream_reconstructor(args.method, model=model)
     report = run_benchmark(
         reconstructor, args.size, args.groups, args.frame_ms, args.policy, seed=args.seed

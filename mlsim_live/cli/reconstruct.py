@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from mlsim_live.constants import METHODS, ORDERS
+from mlsim_live.constants import LEARNED_METHODS, METHODS, ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +145,15 @@ def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
         method = default_method(None, args.model, warn=False)
         # said once files are done, not before a bad-input line
         args.method_fallback = method == "wiener"
-    if method != "rcan":
+    if method not in LEARNED_METHODS:
         if args.model is not None:
-            raise MLSimError(f"--model applies to --method rcan; got --method {method}")
+            raise MLSimError(
+                f"--model applies to the learned methods ({', '.join(LEARNED_METHODS)}); "
+                f"got --method {method}"
+            )
         return method, None
     if args.model is None:
-        return method, default_model_path()
+        return method, default_model_path(method)
     if not args.model.is_file():
         raise MLSimError(f"--model {args.model}: no such file; expected an .onnx model")
     return method, args.model

@@ -16,7 +16,7 @@ from mlsim_live.engine.ood import OODChecker, find_ranges
 from mlsim_live.engine.session import GROUP_CHANNELS, OnnxSession, check_model_file
 from mlsim_live.engine.tiling import pad_group, padded_length, run_tiled
 from mlsim_live.errors import MLSimError
-from mlsim_live.normalization import normalization_for
+from mlsim_live.normalization import Normalization, normalization_for
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,14 @@ def _card_int(card: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
+def model_prior(model_path: Path) -> str:
+    """The prior a model takes, from its card: ``"none"`` (end-to-end) or ``"wiener"``."""
+    card = read_model_card(Path(model_path), verify_sha256=False)
+    arch = card.get("architecture")
+    prior = arch.get("prior") if isinstance(arch, dict) else None
+    return str(prior) if isinstance(prior, str) else "none"
+
+
 class RCANReconstructor:
     """Reconstructs SIM groups with an ONNX RCAN on ONNX Runtime.
 
@@ -134,6 +142,10 @@ class RCANReconstructor:
         The model card (empty when there is none).
     """
 
+    #: Method name (``--method``) and the channels the network takes.
+    method = "rcan"
+    input_channels = GROUP_CHANNELS
+
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
@@ -151,7 +163,7 @@ class RCANReconstructor:
         if model is None:
             from mlsim_live.paths import default_model_path
 
-            model = default_model_path()
+            model = default_model_path(self.method)
         path = check_model_file(Path(model))
         self.path = path
         self.card = read_model_card(path)
@@ -180,8 +192,9 @@ class RCANReconstructor:
             opt_hw=tuple(padded_length(int(d), self.multiple) for d in gpu_hint),  # type: ignore[arg-type]
             max_hw=(self.tile_size, self.tile_size),
             cache_dir=Path(cache_dir) if cache_dir else None,
+            channels=self.input_channels,
         )
-        self.name = f"rcan:{path.name}"
+        self.name = f"{self.method}:{path.name}"
         self.provider: str = self.session.provider
         self.fp16 = self.session.fp16
         probed = self.session.probe_scale()
@@ -218,15 +231,28 @@ class RCANReconstructor:
     def reconstruct(self, group: np.ndarray) -> np.ndarray:
         """Reconstruct one group ``(9, H, W)`` into ``(scale*H, scale*W)`` float32."""
         arr = np.asarray(group)
+        self._check_group(arr)
+        return self._infer(arr, *self._model_input(arr))
+
+    @staticmethod
+    def _check_group(arr: np.ndarray) -> None:
+        """Raise `MLSimError` unless ``arr`` is a finite, real ``(9, H, W)`` group."""
         if arr.ndim != 3 or arr.shape[0] != GROUP_CHANNELS:
             raise MLSimError(f"SIM group has shape {arr.shape}; expected ({GROUP_CHANNELS}, H, W)")
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise MLSimError(f"SIM group has dtype {arr.dtype}; expected real numbers")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise MLSimError("SIM group contains NaN or infinite values; expected finite values")
-        _, h, w = arr.shape
+
+    def _model_input(self, arr: np.ndarray) -> tuple[np.ndarray, Normalization]:
+        """The normalized network input ``(C, H, W)`` of a checked group, and its normalization."""
         norm = normalization_for(arr, background=self.offset_adu)
-        x = pad_group(norm.apply(arr), self.multiple, MIN_INPUT_SIZE)
+        return norm.apply(arr), norm
+
+    def _infer(self, arr: np.ndarray, x: np.ndarray, norm: Normalization) -> np.ndarray:
+        """Pad, run whole or tiled, crop and map back to the input's units."""
+        _, h, w = arr.shape
+        x = pad_group(x, self.multiple, MIN_INPUT_SIZE)
         _, hp, wp = x.shape
         if hp <= self.tile_size and wp <= self.tile_size:
             y = self._run_one(x)
@@ -247,7 +273,7 @@ class RCANReconstructor:
         """Run the model once on an input of ``hw`` (padded as real inputs are); return ms."""
         hp, wp = (min(padded_length(d, self.multiple, MIN_INPUT_SIZE), self.tile_size) for d in hw)
         rng = np.random.default_rng(0)
-        x = rng.standard_normal((GROUP_CHANNELS, hp, wp), dtype=np.float32) * 0.1
+        x = rng.standard_normal((self.input_channels, hp, wp), dtype=np.float32) * 0.1
         t0 = time.perf_counter()
         self._run_one(x)
         self.warmup_ms = (time.perf_counter() - t0) * 1e3

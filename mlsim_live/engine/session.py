@@ -149,8 +149,10 @@ class OnnxSession:
         max_hw: tuple[int, int] = (1024, 1024),
         cache_dir: Path | None = None,
         device_id: int = 0,
+        channels: int = GROUP_CHANNELS,
     ) -> None:
         self.path = check_model_file(path)
+        self.expected_channels = int(channels)
         self._ort = prov.import_onnxruntime()
         self.device_id = device_id
         self.scale: int | None = None
@@ -202,10 +204,15 @@ class OnnxSession:
             )
         check_model_input(self.path.name, inp[0].type, shape)
         self.in_channels = shape[1] if isinstance(shape[1], int) else None
-        if self.in_channels is not None and self.in_channels != GROUP_CHANNELS:
+        if self.in_channels is not None and self.in_channels != self.expected_channels:
+            what = (
+                "one SIM group of 3 angles x 3 phases"
+                if self.expected_channels == GROUP_CHANNELS
+                else "a SIM group and its 4-channel Wiener prior"
+            )
             raise MLSimError(
-                f"model {self.path.name} takes {self.in_channels} input channels; expected 9 "
-                "(one SIM group of 3 angles x 3 phases)"
+                f"model {self.path.name} takes {self.in_channels} input channels; expected "
+                f"{self.expected_channels} ({what})"
             )
         out_shape = list(out[0].shape)
         self.out_channels = (
@@ -337,7 +344,7 @@ class OnnxSession:
         if self.static_hw and self.static_out_hw:
             ratio = self.static_out_hw[0] / self.static_hw[0]
         else:
-            x = np.zeros((1, GROUP_CHANNELS, 16, 16), dtype=self._in_dtype)
+            x = np.zeros((1, self.expected_channels, 16, 16), dtype=self._in_dtype)
             out = self.session.run([self.output_name], {self.input_name: x})[0]
             if out.ndim != 4:
                 raise MLSimError(

@@ -49,10 +49,33 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def normalization_card() -> dict[str, Any]:
-    """How inputs must be normalized for the network: :mod:`mlsim_live.normalization`."""
+def normalization_card(prior: str = "none") -> dict[str, Any]:
+    """How inputs must be normalized for the network: :mod:`mlsim_live.normalization` (and
+    :mod:`mlsim_live.recon.prior` for a prior-fed network)."""
     from mlsim_live import normalization
 
+    if prior != "none":
+        return {
+            "module": "mlsim_live.recon.prior",
+            "input": (
+                "x = prior_input(raw, wiener, normalization_for(raw)): the 9 frames as "
+                "(raw - background) / scale, then the Wiener reconstruction of the group "
+                "(mlsim_live.recon.wiener, pattern estimated on the data) / scale, "
+                "pixel-unshuffled to 4 channels (channel 2 dy + dx holds pixels 2i + dy, "
+                "2j + dx); background = "
+                f"{normalization.BACKGROUND_PERCENTILE}th percentile of the group, scale = "
+                f"{normalization.SCALE_PERCENTILE}th percentile of raw - background"
+            ),
+            "output": "sr = y * scale (Normalization.invert): background removed, input units",
+            "target": (
+                "training target = ground truth in ADU (photons x camera ADU per photon) / "
+                "scale: the frames' own units"
+            ),
+            "prior": prior,
+            "background_percentile": normalization.BACKGROUND_PERCENTILE,
+            "scale_percentile": normalization.SCALE_PERCENTILE,
+            "frame_order": "angle-major (a0p0 a0p1 a0p2 a1p0 ... a2p2)",
+        }
     return {
         "module": "mlsim_live.normalization",
         "input": (
@@ -225,7 +248,7 @@ def export_onnx(
         },
         "scale": cfg.scale,
         "architecture": {"type": "RCAN", **cfg.to_dict(), "parameters": count_parameters(model)},
-        "normalization": normalization_card(),
+        "normalization": normalization_card(cfg.prior),
         "parity": {"max_abs_diff": max_diff, "inputs": [list(x.shape) for x in inputs]},
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mlsim_live_version": __version__,
@@ -258,6 +281,7 @@ def card_from_checkpoint(data: dict[str, Any], source: str) -> dict[str, Any]:
             "loss": f"L1 + {train.get('ssim_weight', 0)} * (1 - SSIM)",
             "seed": train.get("seed"),
             "data_reuse": train.get("data_reuse"),
+            "arithmetic": train.get("precision", "fp32"),
             "init": data.get("init"),
             "physics_ranges": data_cfg.get("ranges"),
             "sample_weights": data_cfg.get("sample_weights"),

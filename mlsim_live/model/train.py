@@ -181,7 +181,8 @@ def evaluate(model: RCAN, val: ValidationSet, device: torch.device) -> dict[str,
             raw_outputs.extend(out[:, 0])
     model.train()
     targets = list(val.y[:, 0])
-    if getattr(model.config, "prior", "none") != "none":
+    config = getattr(model, "config", None)
+    if getattr(config, "prior", "none") != "none":
         # prior-fed targets are in the frames' units: score on the end-to-end models' footing
         # (each target divided by its own 99.9th percentile)
         highs = [float(np.percentile(t, 99.9)) for t in targets]

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlsim_live.constants import METHODS
+from mlsim_live.constants import DEFAULT_LEARNED_METHOD, LEARNED_METHODS, METHODS
 from mlsim_live.errors import MLSimError
 from mlsim_live.recon.base import Reconstructor
 
@@ -38,8 +38,10 @@ def make_reconstructor(
 
     Parameters
     ----------
-    method : {"rcan", "wiener", "widefield"}
-        ``"rcan"``: the ONNX RCAN (ML-SIM) on ONNX Runtime; ``"wiener"``: classical SIM with
+    method : {"rcan", "wiener-rcan", "wiener", "widefield"}
+        ``"rcan"``: the end-to-end ONNX RCAN (ML-SIM) on ONNX Runtime; ``"wiener-rcan"``: the
+        Wiener reconstruction refined by a prior-fed RCAN
+        (`mlsim_live.engine.prior.WienerRCANReconstructor`); ``"wiener"``: classical SIM with
         pattern estimation (`mlsim_live.recon.wiener.WienerReconstructor`); ``"widefield"``: the
         mean of the frames upsampled 2x.
     model : str or Path, optional
@@ -70,18 +72,39 @@ def make_reconstructor(
         from mlsim_live.recon.wiener import WienerReconstructor
 
         return WienerReconstructor(optics=optics, offset_adu=offset_adu, **kw)
-    if name == "rcan":
+    if name in LEARNED_METHODS:
+        name = resolve_method(name, model)
         try:
+            if name == "wiener-rcan":
+                from mlsim_live.engine.prior import WienerRCANReconstructor
+
+                return WienerRCANReconstructor(
+                    model=model, optics=optics, offset_adu=offset_adu, **kw
+                )
             from mlsim_live.engine.rcan import RCANReconstructor
 
+            kw.pop("reuse_estimate", None)  # the end-to-end model estimates nothing
             return RCANReconstructor(model=model, optics=optics, offset_adu=offset_adu, **kw)
         except ImportError as exc:
             raise MLSimError(
-                f"method 'rcan' needs ONNX Runtime (install mlsim-live[cpu] or [gpu]): {exc}"
+                f"method {name!r} needs ONNX Runtime (install mlsim-live[cpu] or [gpu]): {exc}"
             ) from exc
     raise MLSimError(
         f"reconstruction method {method!r} is unknown; expected one of {', '.join(METHODS)}"
     )
+
+
+def resolve_method(method: str, model: str | Path | None = None) -> str:
+    """``method``, except that ``rcan`` with a prior-fed model (its card says
+    ``"prior": "wiener"``) is ``wiener-rcan``: the model decides what it needs."""
+    name = str(method).lower()
+    if name == "rcan" and model is not None and Path(model).is_file():
+        from mlsim_live.engine.rcan import model_prior
+
+        if model_prior(Path(model)) == "wiener":
+            log.info("model %s is prior-fed; reconstructing with wiener-rcan", Path(model).name)
+            return "wiener-rcan"
+    return name
 
 
 def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
@@ -92,7 +115,9 @@ def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
     acquisition, and estimation costs far more than the reconstruction. Live and replay share
     this rule, so a replay reproduces a live run bit for bit.
     """
-    if str(method).lower() == "wiener":
+    if str(method).lower() in ("wiener", "wiener-rcan") or (
+        str(method).lower() == "rcan" and resolve_method(method, kw.get("model")) != "rcan"
+    ):
         kw.setdefault("reuse_estimate", True)
     return make_reconstructor(method, **kw)
 
@@ -100,7 +125,8 @@ def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
 def default_method(
     method: str | None, model: str | Path | None = None, *, warn: bool = True
 ) -> str:
-    """``method``, or when None: ``rcan`` with a model (given or installed), else ``wiener``.
+    """``method``, or when None: the learned method of the given model, else the default
+    learned method (`DEFAULT_LEARNED_METHOD`) when its model is installed, else ``wiener``.
 
     The rule of the ``reconstruct``, ``replay``, ``demo`` and ``live`` commands and of
     `SIMProcessor`; the Wiener fallback is logged as a warning unless ``warn`` is False.
@@ -109,12 +135,14 @@ def default_method(
         return method
     from mlsim_live import paths
 
-    if model is not None or paths.has_default_model():
-        return "rcan"
+    if model is not None:
+        return resolve_method("rcan", model)
+    if paths.has_default_model():
+        return DEFAULT_LEARNED_METHOD
     if warn:
         log.warning(
             "no default model installed (%s in %s); reconstructing with method wiener",
-            paths.DEFAULT_MODEL_NAME,
+            paths.MODEL_NAMES[DEFAULT_LEARNED_METHOD],
             paths.models_dir(),
         )
     return "wiener"

@@ -51,6 +51,18 @@ class Optics:
                     f"{name} {getattr(self, name)} is out of range; expected -2 to 2 waves"
                 )
 
+    def to_dict(self) -> dict[str, float]:
+        """JSON-able dict; the aberration terms only when present."""
+        out = {
+            "na": self.na,
+            "wavelength_nm": self.wavelength_nm,
+            "pixel_size_um": self.pixel_size_um,
+        }
+        if self.aberrated:
+            out["defocus_waves"] = self.defocus_waves
+            out["spherical_waves"] = self.spherical_waves
+        return out
+
     @property
     def aberrated(self) -> bool:
         """True when the pupil carries a phase aberration (defocus or spherical)."""

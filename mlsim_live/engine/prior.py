@@ -1,0 +1,125 @@
+"""The prior-fed reconstructor (``--method wiener-rcan``): an ONNX RCAN that refines the Wiener
+reconstruction, with the end-to-end model as fallback where the pattern is not found."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlsim_live.engine.rcan import RCANReconstructor, model_prior
+from mlsim_live.engine.session import GROUP_CHANNELS
+from mlsim_live.errors import MLSimError
+from mlsim_live.normalization import normalization_for
+from mlsim_live.recon.base import Reconstructor
+from mlsim_live.recon.prior import PRIOR_CHANNELS, prior_input
+
+log = logging.getLogger(__name__)
+
+
+class WienerRCANReconstructor(RCANReconstructor):
+    """Wiener reconstruction refined by a prior-fed RCAN (`mlsim_live.model.rcan.PRIORS`).
+
+    Per group: the classical Wiener path (`mlsim_live.recon.wiener.WienerReconstructor`)
+    estimates the pattern (or reuses it, see ``reuse_estimate``) and reconstructs; the network
+    receives the 9 normalized frames and that reconstruction, pixel-unshuffled to the camera
+    grid (`mlsim_live.recon.prior.prior_input`), and returns the refined image. Where the
+    pattern is not found (an empty field, a closed shutter, too little signal) the Wiener image
+    cannot be trusted as a prior: the group goes to the end-to-end model instead (the shipped
+    ``rcan`` model, or widefield when that is not installed) and ``fallback_groups`` counts it.
+
+    Parameters
+    ----------
+    model : path, optional
+        A prior-fed ``.onnx`` model (its card says ``"prior": "wiener"``); None: the shipped one.
+    optics : Optics, optional
+        NA, wavelength and pixel size: the Wiener OTF and the out-of-distribution check.
+    offset_adu : float, optional
+        Camera offset plus constant background; estimated per group when omitted.
+    reuse_estimate : bool
+        Reuse the first found pattern estimate for later groups (live and replay); noise and the
+        Wiener parameter are still measured on every group.
+    fallback : path, optional
+        End-to-end model for groups without a found pattern (default: the shipped ``rcan``).
+    **kw
+        Passed to `RCANReconstructor` (provider, threads, tile size, warm-up...).
+    """
+
+    method = "wiener-rcan"
+    input_channels = GROUP_CHANNELS + PRIOR_CHANNELS
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        optics: Any = None,
+        offset_adu: float | None = None,
+        reuse_estimate: bool = False,
+        fallback: str | os.PathLike[str] | None = None,
+        **kw: Any,
+    ) -> None:
+        from mlsim_live.recon.wiener import WienerReconstructor
+
+        if model is not None and model_prior(Path(model)) != "wiener":
+            raise MLSimError(
+                f"model {Path(model).name} is not prior-fed (its card has no "
+                "architecture.prior 'wiener'); expected a wiener-rcan model, or --method rcan"
+            )
+        super().__init__(model, optics=optics, offset_adu=offset_adu, **kw)
+        self.wiener = WienerReconstructor(
+            optics=optics, offset_adu=offset_adu, reuse_estimate=reuse_estimate
+        )
+        self._fallback_model = fallback
+        self._fallback_kw = {k: v for k, v in kw.items() if k in ("provider", "threads", "fp16")}
+        self._fallback: Reconstructor | None = None
+        self.fallback_groups = 0
+        self.last_fallback_reason: str | None = None
+
+    @property
+    def last_estimate(self) -> Any:
+        """The Wiener path's pattern estimate of the last group (None before the first)."""
+        return self.wiener.last_estimate
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        """Reconstruct one group ``(9, H, W)`` into ``(2H, 2W)`` float32 (input units)."""
+        from mlsim_live.recon.wiener import pattern_found
+
+        arr = np.asarray(group)
+        self._check_group(arr)
+        reason = None
+        try:
+            wiener_image = self.wiener.reconstruct(arr)
+        except MLSimError as exc:
+            reason = str(exc)
+        else:
+            est = self.wiener.last_estimate
+            if est is None or not pattern_found(est):
+                reason = "pattern not found"
+        if reason is not None:
+            self.fallback_groups += 1
+            if reason != self.last_fallback_reason:
+                log.warning("%s: %s; using the end-to-end model for this group", self.name, reason)
+            self.last_fallback_reason = reason
+            return self.fallback_reconstructor().reconstruct(arr)
+        self.last_fallback_reason = None
+        norm = normalization_for(arr, background=self.offset_adu)
+        return self._infer(arr, prior_input(arr, wiener_image, norm), norm)
+
+    def fallback_reconstructor(self) -> Reconstructor:
+        """The end-to-end reconstructor used where the pattern is not found (built once)."""
+        if self._fallback is None:
+            from mlsim_live import paths
+
+            if self._fallback_model is not None or paths.has_model("rcan"):
+                self._fallback = RCANReconstructor(
+                    self._fallback_model, offset_adu=self.offset_adu, **self._fallback_kw
+                )
+            else:
+                from mlsim_live.recon.widefield import WidefieldReconstructor
+
+                log.warning("no end-to-end model installed; falling back to widefield")
+                self._fallback = WidefieldReconstructor(offset_adu=self.offset_adu)
+        return self._fallback

@@ -1,0 +1,159 @@
+"""The prior-fed family (``wiener-rcan``): input layout, training data, engine, fallback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlsim_live.errors import MLSimError
+from mlsim_live.recon import make_reconstructor, make_stream_reconstructor
+from mlsim_live.recon.prior import prior_input, shuffle2, unshuffle2
+from mlsim_live.recon.wiener import WienerReconstructor
+from mlsim_live.sim import Optics, Signal, SIMParams, simulate_group
+from tests.onnx_models import write_conv_sr
+
+OPTICS = Optics(na=1.3, wavelength_nm=525.0, pixel_size_um=0.07)
+
+
+def test_unshuffle_is_the_inverse_of_shuffle_and_keeps_subpixels():
+    img = np.arange(6 * 8, dtype=np.float32).reshape(6, 8)
+    ch = unshuffle2(img)
+    assert ch.shape == (4, 3, 4)
+    assert ch[1, 0, 0] == img[0, 1] and ch[2, 0, 0] == img[1, 0] and ch[3, 2, 3] == img[5, 7]
+    np.testing.assert_array_equal(shuffle2(ch), img)
+    with pytest.raises(MLSimError, match="even"):
+        unshuffle2(np.zeros((5, 8)))
+
+
+def test_prior_input_layout_and_units():
+    from mlsim_live.normalization import normalization_for
+
+    group = simulate_group(SIMParams(optics=OPTICS), "filaments", 32, seed=0).raw
+    wiener = np.full((64, 64), 50.0, np.float32)
+    norm = normalization_for(group)
+    x = prior_input(group, wiener, norm)
+    assert x.shape == (13, 32, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:9], norm.apply(group))
+    np.testing.assert_allclose(x[9:], 50.0 / norm.scale, rtol=1e-6)
+    with pytest.raises(MLSimError, match="twice the frame size"):
+        prior_input(group, wiener[:32], norm)
+
+
+def _identity_prior_model(folder: Path) -> Path:
+    """An ONNX 'network' that returns its prior channels, pixel-shuffled: the Wiener image."""
+    weight = np.zeros((4, 13, 1, 1), np.float32)
+    for c in range(4):
+        weight[c, 9 + c, 0, 0] = 1.0
+    path = write_conv_sr(folder / "prior_identity.onnx", weight)
+    card = {"architecture": {"type": "RCAN", "prior": "wiener", "scale": 2}, "scale": 2}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+def test_engine_feeds_the_wiener_reconstruction_on_the_camera_grid(tmp_path):
+    """A model that passes its prior through reproduces the Wiener reconstruction exactly:
+    the input layout of training and inference agree, and the output is in input units."""
+    model = _identity_prior_model(tmp_path)
+    group = simulate_group(SIMParams(optics=OPTICS), "filaments", 64, seed=2).raw
+    rec = make_reconstructor("rcan", model=model, optics=OPTICS)  # the card decides
+    assert rec.name == "wiener-rcan:prior_identity.onnx"
+    out = rec.reconstruct(group)
+    expected = WienerReconstructor(optics=OPTICS).reconstruct(group)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3 * np.abs(expected).max())
+    assert rec.fallback_groups == 0
+
+
+def test_groups_without_a_found_pattern_go_to_the_end_to_end_model(tmp_path, caplog):
+    model = _identity_prior_model(tmp_path)
+    e2e = write_conv_sr(tmp_path / "e2e.onnx", np.ones((4, 9, 1, 1), np.float32) / 9)
+    rec = make_reconstructor("wiener-rcan", model=model, fallback=e2e)
+    blank = (100 + np.random.default_rng(0).poisson(20.0, (9, 48, 48))).astype(np.uint16)
+    with caplog.at_level("WARNING"):
+        out = rec.reconstruct(blank)
+        rec.reconstruct(blank)
+    assert out.shape == (96, 96) and np.isfinite(out).all()
+    assert rec.fallback_groups == 2
+    assert caplog.text.count("end-to-end model") == 1  # said once while the reason stays
+    good = simulate_group(SIMParams(optics=OPTICS), "filaments", 48, seed=1).raw
+    rec.reconstruct(good)
+    assert rec.fallback_groups == 2
+
+
+def test_wiener_rcan_refuses_an_end_to_end_model(tmp_path):
+    e2e = write_conv_sr(tmp_path / "e2e.onnx", np.ones((4, 9, 1, 1), np.float32) / 9)
+    with pytest.raises(MLSimError, match="not prior-fed"):
+        make_reconstructor("wiener-rcan", model=e2e)
+
+
+def test_stream_reconstructor_reuses_the_pattern_and_measures_signal_per_group(tmp_path):
+    model = _identity_prior_model(tmp_path)
+    rec = make_stream_reconstructor("wiener-rcan", model=model, optics=OPTICS)
+    assert rec.wiener.reuse_estimate
+    bright = SIMParams(optics=OPTICS, signal=Signal(peak_photons=2000.0))
+    dim = SIMParams(optics=OPTICS, signal=Signal(peak_photons=30.0))
+    rec.reconstruct(simulate_group(bright, "filaments", 64, seed=3).raw)
+    first = rec.last_estimate
+    rec.reconstruct(simulate_group(dim, "filaments", 64, seed=4).raw)
+    assert rec.last_estimate.patterns is first.patterns
+    assert rec.last_estimate.snr < 0.5 * first.snr
+
+
+# ------------------------------------------------------------------------------ torch side
+
+
+@pytest.mark.torch
+def test_prior_model_skip_and_pixel_shuffle_agree_with_numpy():
+    torch = pytest.importorskip("torch")
+    from mlsim_live.model.rcan import build_model
+
+    model = build_model("prior-tiny").eval()
+    assert model.config.in_channels == 13
+    with torch.no_grad():
+        model.tail.weight.zero_()
+        model.tail.bias.zero_()
+        x = torch.rand(1, 13, 12, 10)
+        out = model(x)[0, 0].numpy()
+    np.testing.assert_allclose(out, shuffle2(x[0, 9:].numpy()), rtol=1e-6)
+
+
+@pytest.mark.torch
+def test_prior_training_examples_and_their_rotations_keep_the_layout():
+    pytest.importorskip("torch")
+    from mlsim_live.model.data import DataConfig, Sampler, dihedral
+    from mlsim_live.sim import realistic_ranges
+
+    cfg = DataConfig(patch_px=32, ranges=realistic_ranges(), prior="wiener")
+    x, y = Sampler(cfg, np.random.default_rng(0)).draw()
+    assert x.shape == (13, 32, 32) and y.shape == (1, 64, 64)
+    for op in range(8):
+        xr, yr = dihedral(x, y, op)
+        k, mirror = op % 4, op >= 4
+        prior = np.rot90(shuffle2(x[9:]), k)
+        target = np.rot90(y[0], k)
+        if mirror:
+            prior, target = prior[:, ::-1], target[:, ::-1]
+        np.testing.assert_array_equal(shuffle2(xr[9:]), prior)
+        np.testing.assert_array_equal(yr[0], target)
+
+
+@pytest.mark.torch
+def test_prior_target_is_the_ground_truth_in_the_frames_units():
+    """Wiener's output and the target share units: their least-squares ratio is near 1."""
+    pytest.importorskip("torch")
+    from mlsim_live.model.data import make_example
+    from mlsim_live.sim import random_params
+
+    rng = np.random.default_rng(5)
+    ratios = []
+    for _ in range(4):
+        params = random_params(rng)
+        params = SIMParams(
+            params.optics, params.pattern, Signal(peak_photons=3000.0), params.camera
+        )
+        x, y = make_example(params, "filaments", 64, 2, rng, flip=False, prior="wiener")
+        prior = shuffle2(x[9:])
+        ratios.append(float(np.sum(prior * y[0]) / np.sum(y[0] ** 2)))
+    assert 0.7 < np.median(ratios) < 1.6
