@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import windows
 
 from mlsim_live.errors import MLSimError
 
@@ -13,6 +14,9 @@ FRC_THRESHOLD = 1.0 / 7.0
 #: Crossings below this frequency (cycles/px) are ignored: the lowest rings hold few pixels and
 #: the background level, not resolution.
 MIN_CROSSING_CYCLES_PER_PX = 0.02
+#: A ring whose half-difference power is below this fraction of its peak holds nothing that
+#: came from the data (neither signal nor noise reached it): its FRC counts as 0.
+MIN_DIFFERENCE_POWER = 1e-4
 
 
 @dataclass(frozen=True)
@@ -24,7 +28,7 @@ class FRCResult:
     frequency_cycles_per_px : tuple of float
         Ring centres in cycles per pixel of the reconstructions' grid.
     frc : tuple of float
-        Correlation per ring (smoothed over 3 rings).
+        Correlation per ring (smoothed over 3 rings); 0 in rings no data reached.
     frc_resolution_px : float
         ``1 / frequency`` at the first crossing of 1/7, in pixels of the reconstructions'
         grid; ``2.0`` (the grid's Nyquist limit) when the curve never crosses.
@@ -70,19 +74,6 @@ class FRCResult:
         return d
 
 
-def _tukey(n: int, fraction: float = 0.25) -> np.ndarray:
-    """1D Tukey window (cosine tapers over ``fraction`` of the length, flat in between)."""
-    x = np.linspace(0.0, 1.0, n)
-    w = np.ones(n)
-    edge = fraction / 2
-    if edge > 0:
-        lo = x < edge
-        hi = x > 1 - edge
-        w[lo] = 0.5 * (1 + np.cos(np.pi * (x[lo] / edge - 1)))
-        w[hi] = 0.5 * (1 + np.cos(np.pi * ((x[hi] - 1) / edge + 1)))
-    return w
-
-
 def frc_curve(
     image1: np.ndarray, image2: np.ndarray, pixel_size_um: float | None = None
 ) -> FRCResult:
@@ -102,7 +93,10 @@ def frc_curve(
     Notes
     -----
     Both images lose their mean and get a Tukey window (tapers over 1/8 of each side) so the
-    borders leave no cross in the spectrum. Rings are one frequency bin wide
+    borders leave no cross in the spectrum. Rings that no data reached, where the power of
+    the difference of the two images is below `MIN_DIFFERENCE_POWER` of its peak (beyond a
+    reconstruction's passband, where only interpolation and window leakage shared by both
+    images live and would read as perfect correlation), count as 0. Rings are one bin wide
     (``1 / min(H, W)`` cycles per pixel, physical frequency on non-square images); the curve is
     smoothed over 3 rings before the first crossing of 1/7 is found by linear interpolation.
     """
@@ -115,7 +109,7 @@ def frc_curve(
     h, w = a.shape
     if min(h, w) < 16:
         raise MLSimError(f"FRC of {h} x {w} images; expected at least 16 x 16 pixels")
-    window = np.outer(_tukey(h), _tukey(w))
+    window = np.outer(windows.tukey(h, 0.25), windows.tukey(w, 0.25))
     fa = np.fft.rfft2((a - a.mean()) * window)
     fb = np.fft.rfft2((b - b.mean()) * window)
     fy = np.fft.fftfreq(h)[:, None]
@@ -134,10 +128,16 @@ def frc_curve(
     cross = np.bincount(idx, (weight * np.real(fa * np.conj(fb)))[sel], n_rings)
     pa = np.bincount(idx, (weight * np.abs(fa) ** 2)[sel], n_rings)
     pb = np.bincount(idx, (weight * np.abs(fb) ** 2)[sel], n_rings)
+    pd = np.bincount(idx, (weight * np.abs(fa - fb) ** 2)[sel], n_rings)
+    counts = np.bincount(idx, weight[sel], n_rings)
+    pd_mean = pd / np.maximum(counts, 1e-12)
+    empty = pd_mean < MIN_DIFFERENCE_POWER * pd_mean[1:].max()
+    empty[0] = False
     kernel = np.ones(3)
     num = np.convolve(cross, kernel, mode="same")
     den = np.sqrt(np.convolve(pa, kernel, mode="same") * np.convolve(pb, kernel, mode="same"))
     frc = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    frc[empty] = 0.0
     freqs = np.arange(n_rings) * step
     resolution_px, limited = _first_crossing(freqs, frc)
     return FRCResult(

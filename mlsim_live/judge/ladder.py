@@ -24,7 +24,7 @@ class LadderScore:
         the fraction).
     psnr_db : float
         PSNR against the reference after the least-squares affine fit of the image onto it
-        (`mlsim_live.metrics.psnr`); NaN for the reference itself.
+        (`mlsim_live.metrics.psnr`). All figures are NaN for the reference itself.
     ssim : float
         SSIM after mapping the image's 0.1 and 99.9 percentiles onto the reference's (an
         affine map that does not reward shrinking towards the mean; `mlsim_live.metrics.ssim`).
@@ -94,7 +94,7 @@ def score_rung(
     """Score one reconstruction against the full-dose reference."""
     if is_reference:
         nan = float("nan")
-        return LadderScore(method, dose_fraction, peak_photons, nan, 1.0, 1.0, 1.0)
+        return LadderScore(method, dose_fraction, peak_photons, nan, nan, nan, nan)
     return LadderScore(
         method=method,
         dose_fraction=float(dose_fraction),
