@@ -7,12 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.constants import METHODS
+from mlsim_live.constants import METHODS, POLICIES
 
 log = logging.getLogger(__name__)
-
-# mlsim_live.live.worker.POLICIES (not imported here: registering stays light).
-POLICIES = ("latest", "all")
 
 
 def add_method_option(p: argparse.ArgumentParser) -> None:

@@ -11,12 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from mlsim_live.constants import GROUP_SIZE
 from mlsim_live.engine import providers as prov
 from mlsim_live.errors import MLSimError, one_line
 
 log = logging.getLogger(__name__)
 
-GROUP_CHANNELS = 9
+#: Input channels of a model that takes the raw group alone.
+GROUP_CHANNELS = GROUP_SIZE
 FP16_SUFFIX = "_fp16"
 
 # Exception class names of onnxruntime that mean "this file is not a usable model" (as opposed

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from mlsim_live.constants import GROUP_SIZE, N_ANGLES, N_PHASES
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.processor import SIMProcessor
-from mlsim_live.recon.base import N_ANGLES, N_PHASES
 
 log = logging.getLogger(__name__)
 
-GROUP_SIZE = N_ANGLES * N_PHASES
 Stage = Callable[[np.ndarray, Any], tuple[np.ndarray, Any]]
 
 

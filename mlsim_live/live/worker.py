@@ -12,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 
+from mlsim_live.constants import POLICIES
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
@@ -21,7 +22,6 @@ from mlsim_live.validation import group_problem, output_problem
 log = logging.getLogger(__name__)
 
 Policy = Literal["latest", "all"]
-POLICIES: tuple[str, ...] = ("latest", "all")
 OODCheck = Callable[[np.ndarray], bool | list[str]]
 # Latencies kept for the percentiles (the most recent ones).
 _LATENCIES_KEPT = 100_000

@@ -6,9 +6,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-N_ANGLES = 3
-N_PHASES = 3
-GROUP_SIZE = N_ANGLES * N_PHASES
+from mlsim_live.constants import GROUP_SIZE, N_ANGLES, N_PHASES
+
+__all__ = ["GROUP_SIZE", "N_ANGLES", "N_PHASES", "Reconstructor"]
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
+from mlsim_live.constants import GROUP_SIZE
 from mlsim_live.errors import MLSimError
 from mlsim_live.live.results import GroupResult
 from mlsim_live.viewer.imaging import (
@@ -34,7 +35,7 @@ IMAGE = "image"
 SPECTRUM = "spectrum"
 PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPG", ".jpeg": "JPG", ".bmp": "BMP"}
 TIFF_SUFFIXES = (".tif", ".tiff")
-N_RAW = 9
+N_RAW = GROUP_SIZE
 
 _BADGE_STYLE = (
     "QLabel {{ background: {bg}; color: white; font-weight: bold; "
