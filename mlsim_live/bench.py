@@ -27,6 +27,11 @@ import numpy as np
 
 from mlsim_live.errors import MLSimError
 
+# timing lives in mlsim_live.latency (the live path uses it too); re-exported here
+from mlsim_live.latency import MIN_REPEATS as MIN_REPEATS
+from mlsim_live.latency import summarize_ms as summarize_ms
+from mlsim_live.latency import time_calls as time_calls
+
 log = logging.getLogger(__name__)
 
 TORCH_CPU = "torch-cpu"
@@ -50,7 +55,6 @@ RATIO_REFERENCE = {
     ORT_CUDA_FP16: TORCH_CUDA,
     ORT_TRT_FP16: TORCH_CUDA,
 }
-MIN_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -259,41 +263,6 @@ def _gpu_peak(torch: Any) -> Iterator[dict[str, float | None]]:
     out["torch_mb"] = (torch.cuda.max_memory_allocated() - base_alloc) / 2**20
     free1, _ = torch.cuda.mem_get_info()
     out["device_mb"] = max(0.0, (free0 - free1) / 2**20)
-
-
-# -- timing ----------------------------------------------------------------------------------
-
-
-def time_calls(
-    fn: Callable[[], Any], repeats: int, max_time_s: float, warmup: int = 1
-) -> list[float]:
-    """Run ``fn`` ``warmup`` times untimed, then up to ``repeats`` timed runs; return ms.
-
-    Stops early after ``max_time_s`` once ``min(MIN_REPEATS, repeats)`` runs are done.
-    """
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if len(times) >= min(MIN_REPEATS, repeats) and time.perf_counter() - start > max_time_s:
-            break
-    return times
-
-
-def summarize_ms(times: list[float]) -> dict[str, float]:
-    """p50, p95, mean, min and max of latencies in ms."""
-    arr = np.asarray(times, dtype=np.float64)
-    return {
-        "p50": float(np.percentile(arr, 50)),
-        "p95": float(np.percentile(arr, 95)),
-        "mean": float(arr.mean()),
-        "min": float(arr.min()),
-        "max": float(arr.max()),
-    }
 
 
 # -- inputs and models -----------------------------------------------------------------------

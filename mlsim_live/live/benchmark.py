@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mlsim_live.latency import percentiles_ms, time_calls
 from mlsim_live.live.processor import SIMProcessor
-from mlsim_live.live.worker import percentiles_ms
 from mlsim_live.recon.base import Reconstructor
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,6 @@ def bare_reconstruct_ms(
     reconstructor: Reconstructor, group: np.ndarray, repeats: int = 5
 ) -> dict[str, float | None]:
     """p50/p95 of ``reconstructor.reconstruct(group)`` alone (after one warm-up call)."""
-    from mlsim_live.bench import time_calls
-
     times = time_calls(lambda: reconstructor.reconstruct(group), repeats, max_time_s=float("inf"))
     return percentiles_ms(times)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live.errors import MLSimError, one_line
+from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.grouper import FrameGrouper, IncompleteGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.sinks import Sink
@@ -228,6 +229,22 @@ class Pipeline:
                 log.error("closing %s failed: %s", sink_name(sink), one_line(exc))
                 log.debug("sink close failure", exc_info=exc)
 
+    # ---- plain properties (no summary is assembled for them) ----
+    @property
+    def policy(self) -> str:
+        """The worker's queue policy, ``latest`` or ``all``."""
+        return self._worker.policy
+
+    @property
+    def waiting(self) -> int:
+        """Complete groups waiting for the worker."""
+        return self._worker.waiting
+
+    @property
+    def latency(self) -> LatencyWindow:
+        """End-to-end latencies (last raw frame in -> reconstruction out) of this run, in ms."""
+        return self._worker.latencies_ms
+
     # ---- frames in ----
     @property
     def pixel_size_um(self) -> float | None:
@@ -363,7 +380,7 @@ class Pipeline:
         filled), ``groups_waiting`` (for the worker), ``backpressure_waits``, ``sink_errors``,
         ``policy``, ``simulated``, ``pixel_size_um``, ``sr_groups_per_s``.
         """
-        stats = self._worker.stats()
+        stats = self._worker.stats(exact=self._closed)
         with self._lock:
             frames_received = self._frames_received
             frames_rejected = self._frames_rejected

@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ import numpy as np
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.io.atomic import check_folder_writable
+from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.sinks import Sink
-from mlsim_live.live.worker import percentiles_ms
 from mlsim_live.live.writer import SRTiffWriter, check_outputs_free, output_paths, write_summary
 from mlsim_live.recon import default_method
 from mlsim_live.recon.base import Reconstructor
@@ -31,8 +30,6 @@ from mlsim_live.sim.optics import Optics
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mlsim"
-# Hook times kept for the percentiles (the most recent ones).
-_HOOK_TIMES_KEPT = 100_000
 
 
 def warm_up(reconstructor: Reconstructor, frame_shape: tuple[int, int]) -> None:
@@ -169,7 +166,7 @@ class SIMProcessor:
         )
         self.extra_summary: dict[str, Any] = {}
         self._hook_lock = threading.Lock()
-        self._hook_ms: deque[float] = deque(maxlen=_HOOK_TIMES_KEPT)
+        self._hook_ms = LatencyWindow()
         self._hook_failures = 0
         self._closed_summary: dict[str, Any] | None = None
         self._close_lock = threading.Lock()
@@ -198,9 +195,7 @@ class SIMProcessor:
             with self._hook_lock:
                 self._hook_failures += 1
             log.error("SIM processor could not take a frame: %s", exc)
-        elapsed_ms = (time.perf_counter() - t0) * 1e3
-        with self._hook_lock:
-            self._hook_ms.append(elapsed_ms)
+        self._hook_ms.add((time.perf_counter() - t0) * 1e3)
         return image, metadata
 
     def add_sink(self, sink: Sink) -> None:
@@ -214,10 +209,9 @@ class SIMProcessor:
             return dict(self._closed_summary)
         summary = self.pipeline.summary
         with self._hook_lock:
-            hook_ms = list(self._hook_ms)
             failures = self._hook_failures
-        summary["hook_ms"] = percentiles_ms(hook_ms)
-        summary["hook_calls"] = len(hook_ms)
+        summary["hook_ms"] = self._hook_ms.percentiles(exact=self.pipeline.closed)
+        summary["hook_calls"] = self._hook_ms.added
         summary["hook_failures"] = failures
         summary.update(self.extra_summary)
         return summary

@@ -7,13 +7,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 
 from mlsim_live.constants import POLICIES
 from mlsim_live.errors import MLSimError, one_line
+from mlsim_live.latency import LatencyWindow
+from mlsim_live.latency import percentiles_ms as percentiles_ms
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.recon.base import Reconstructor
@@ -23,24 +25,8 @@ log = logging.getLogger(__name__)
 
 Policy = Literal["latest", "all"]
 OODCheck = Callable[[np.ndarray], bool | list[str]]
-# Latencies kept for the percentiles (the most recent ones).
-_LATENCIES_KEPT = 100_000
 # Niceness of the out-of-distribution thread (Linux: per thread), so it yields to reconstruction.
 _OOD_NICENESS = 10
-
-
-def percentiles_ms(values: Iterable[float]) -> dict[str, float | None]:
-    """``{"p50": ..., "p95": ...}`` of milliseconds, rounded to the microsecond (None when empty).
-
-    Computed by `mlsim_live.bench.summarize_ms`, the project's one latency summary.
-    """
-    values = list(values)
-    if not values:
-        return {"p50": None, "p95": None}
-    from mlsim_live.bench import summarize_ms
-
-    stats = summarize_ms(values)
-    return {"p50": round(stats["p50"], 3), "p95": round(stats["p95"], 3)}
 
 
 def reconstructor_name(reconstructor: object) -> str:
@@ -254,8 +240,8 @@ class ReconstructionWorker:
         self.errors_by_reason: dict[str, int] = {}
         self.delivery_errors = 0
         self.backpressure_waits = 0
-        self.latencies_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
-        self.reconstruct_ms: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self.latencies_ms = LatencyWindow()
+        self.reconstruct_ms = LatencyWindow()
         self._thread = threading.Thread(target=self._run, name="mlsim-recon-worker", daemon=True)
         self._thread.start()
 
@@ -309,11 +295,13 @@ class ReconstructionWorker:
         with self._cond:
             return len(self._queue)
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, exact: bool = True) -> dict[str, object]:
         """A consistent snapshot of the counters and latency percentiles.
 
-        The counters and latencies are copied under the lock; the percentiles are computed
-        after it is released, so ``submit`` is never held up by a status refresh.
+        The counters are copied under the lock; the percentiles come from the latency windows
+        (their own locks, recomputed only after a change), so ``submit`` is never held up by a
+        status refresh. ``exact=False`` accepts percentiles up to half a second old on a long
+        run (see `mlsim_live.latency.LatencyWindow`).
         """
         with self._cond:
             counters = {
@@ -326,8 +314,6 @@ class ReconstructionWorker:
                 "delivery_errors": self.delivery_errors,
                 "backpressure_waits": self.backpressure_waits,
             }
-            latencies = list(self.latencies_ms)
-            reconstruct = list(self.reconstruct_ms)
         checked, outside = self._ood.counts() if self._ood is not None else (0, 0)
         counters["ood_groups"] = outside if self.ood_available else None
         counters["ood_checks"] = checked
@@ -335,8 +321,8 @@ class ReconstructionWorker:
             counters["ood_check"] = OOD_UNAVAILABLE
         else:
             counters["ood_check"] = "on" if self._ood is not None else "none"
-        counters["latency_ms"] = percentiles_ms(latencies)
-        counters["reconstruct_ms"] = percentiles_ms(reconstruct)
+        counters["latency_ms"] = self.latencies_ms.percentiles(exact)
+        counters["reconstruct_ms"] = self.reconstruct_ms.percentiles(exact)
         return counters
 
     # ---- worker thread ----
@@ -407,8 +393,8 @@ class ReconstructionWorker:
             index = self.reconstructed
             self.reconstructed += 1
             self._in_flight = False
-            self.latencies_ms.append(latency_ms)
-            self.reconstruct_ms.append(reconstruct_ms)
+            self.latencies_ms.add(latency_ms)
+            self.reconstruct_ms.add(reconstruct_ms)
         if self._ood is not None:
             self._ood.offer(group)
         result = GroupResult(

@@ -145,7 +145,7 @@ def replay(
         raise MLSimError(f"max_ahead {max_ahead}; expected at least 1")
     stop = stop or threading.Event()
     period = 1.0 / fps if fps else 0.0
-    throttle = pipeline.summary["policy"] == "all"
+    throttle = pipeline.policy == "all"
     counter = _ResultCounter()
     if throttle:
         pipeline.add_sink(counter)
@@ -213,7 +213,7 @@ def _wait_for_worker(
     if groups_pushed - counter.results <= max_ahead:
         return  # cheap check first: the worker keeps up
     while not stop.is_set():
-        if pipeline.summary["groups_waiting"] < max_ahead:
+        if pipeline.waiting < max_ahead:
             return
         counter.wait(0.05)
 
