@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlsim_live.errors import MLSimError, one_line
-from mlsim_live.io.tiff import RawStack, read_raw_stack
+from mlsim_live.io.tiff import RawStack, output_stem, read_raw_stack
 
 log = logging.getLogger(__name__)
 
@@ -379,15 +379,6 @@ class FileOutcome:
     message: str = ""
     n_groups: int = 0
     unexpected: bool = False
-
-
-def output_stem(path: Path) -> str:
-    """File name without ``.tif``/``.tiff`` and a trailing ``.ome``."""
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def plan_jobs(

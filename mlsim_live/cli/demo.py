@@ -5,38 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
-from mlsim_live.constants import METHODS, POLICIES
+from mlsim_live.cli._options import add_method_option
+from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
-
-
-def add_method_option(p: argparse.ArgumentParser) -> None:
-    """``--method`` of the live-path commands: default rcan with a model, else wiener."""
-    p.add_argument(
-        "--method",
-        choices=METHODS,
-        help="reconstruction method (default: rcan with --model or the default model; wiener "
-        "when no default model is installed)",
-    )
-
-
-def live_method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The method and model of ``--method``/``--model``, by the rule of ``reconstruct``.
-
-    Without ``--method``: rcan when ``--model`` is given or the default model is installed,
-    else wiener, said in a warning before the run starts.
-    """
-    from mlsim_live.cli.reconstruct import method_and_model
-
-    method, model = method_and_model(args)
-    if getattr(args, "method_fallback", False):
-        log.warning(
-            "no default model is installed; reconstructing with --method wiener "
-            "(--model PATH for rcan)"
-        )
-    return method, model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print where the outputs are and the summary figures."""
+    from mlsim_live.cli._options import interrupted_exit, live_method_and_model
     from mlsim_live.cli._summary import print_summary
-    from mlsim_live.cli._viewer import show_viewer
+    from mlsim_live.cli._viewer import run_acquisition_with_viewer, show_viewer
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.demo import HEADLESS_DEFAULT_GROUPS, DemoRun, DemoSettings
     from mlsim_live.sim import SAMPLE_KINDS
@@ -111,29 +85,8 @@ def run(args: argparse.Namespace) -> int:
     )
     demo = DemoRun(settings)
     if show:
-        summary = run_with_viewer(demo, args.screenshot, args.overwrite)
+        summary = run_acquisition_with_viewer(demo, args.screenshot, args.overwrite)
     else:
         summary = demo.run()
     print_summary(summary)
-    from mlsim_live.cli.replay import interrupted_exit
-
     return interrupted_exit(summary, "demo")
-
-
-def run_with_viewer(demo: Any, screenshot: Path | None, overwrite: bool) -> dict[str, Any]:
-    """Acquire on a thread while the viewer runs in the main thread; return the summary.
-
-    ``demo`` is anything with ``processor``, ``run()`` and ``stop()`` (demo and live runs).
-    Closing the window stops the acquisition; the queued groups finish and are saved.
-    """
-    from mlsim_live.viewer import run_with_viewer as run_job
-
-    return run_job(
-        demo.run,
-        demo.stop,
-        add_sink=demo.processor.add_sink,
-        stats_fn=lambda: demo.processor.summary,
-        simulated=demo.processor.pipeline.simulated,
-        screenshot=screenshot,
-        overwrite=overwrite,
-    )

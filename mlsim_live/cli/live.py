@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.cli.demo import POLICIES, add_method_option
+from mlsim_live.cli._options import add_method_option
+from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ def known_optics(args: argparse.Namespace, core: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Connect, acquire and reconstruct; print the outputs and figures."""
+    from mlsim_live.cli._options import live_method_and_model
     from mlsim_live.cli._summary import print_summary
-    from mlsim_live.cli._viewer import show_viewer
-    from mlsim_live.cli.demo import live_method_and_model, run_with_viewer
+    from mlsim_live.cli._viewer import run_acquisition_with_viewer, show_viewer
     from mlsim_live.errors import MLSimError
     from mlsim_live.live.acquire import (
         AcquisitionSettings,
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.time_points is None and not show:
         log.info("acquiring until Ctrl+C")
     if show:
-        summary = run_with_viewer(acquisition, args.screenshot, args.overwrite)
+        summary = run_acquisition_with_viewer(acquisition, args.screenshot, args.overwrite)
     else:
         summary = acquisition.run()
     print_summary(summary)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from pathlib import Path
 
-from mlsim_live.constants import LEARNED_METHODS, METHODS, ORDERS
+from mlsim_live.constants import METHODS, ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         plan_jobs,
         reconstruct_files,
     )
+    from mlsim_live.cli._options import check_optics, method_and_model
     from mlsim_live.errors import MLSimError
 
     method, model = method_and_model(args)
@@ -132,50 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "method_fallback", False) and any(o.status == "done" for o in outcomes):
         log.warning("no default model installed; used --method wiener")
     return _report(outcomes)
-
-
-def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The method, and the model file for rcan (the default model when none is given)."""
-    from mlsim_live.errors import MLSimError
-    from mlsim_live.paths import default_model_path
-    from mlsim_live.recon import default_method
-
-    method = args.method
-    if method is None:
-        method = default_method(None, args.model, warn=False)
-        # said once files are done, not before a bad-input line
-        args.method_fallback = method == "wiener"
-    if method not in LEARNED_METHODS:
-        if args.model is not None:
-            raise MLSimError(
-                f"--model applies to the learned methods ({', '.join(LEARNED_METHODS)}); "
-                f"got --method {method}"
-            )
-        return method, None
-    if args.model is None:
-        return method, default_model_path(method)
-    if not args.model.is_file():
-        raise MLSimError(f"--model {args.model}: no such file; expected an .onnx model")
-    return method, args.model
-
-
-def check_optics(args: argparse.Namespace) -> None:
-    """Range-check the optics options once, before any file is read."""
-    from dataclasses import replace
-
-    from mlsim_live.errors import MLSimError
-    from mlsim_live.sim.optics import Optics
-
-    optics = Optics()
-    for name, value in (
-        ("na", args.na),
-        ("wavelength_nm", args.wavelength_nm),
-        ("pixel_size_um", args.pixel_size_um),
-    ):
-        if value is not None:
-            replace(optics, **{name: value})  # raises MLSimError when out of range
-    if args.offset is not None and not math.isfinite(args.offset):
-        raise MLSimError(f"--offset {args.offset}; expected a finite number of ADU")
 
 
 def _report(outcomes: list) -> int:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
 
-from mlsim_live.cli.demo import add_method_option
+from mlsim_live.cli._options import add_method_option
 from mlsim_live.constants import ORDERS
 
 log = logging.getLogger(__name__)
@@ -84,10 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the input; print the outputs and the throughput."""
+    from mlsim_live.cli._options import check_optics, interrupted_exit, live_method_and_model
     from mlsim_live.cli._summary import print_summary
-    from mlsim_live.cli._viewer import show_viewer
-    from mlsim_live.cli.demo import live_method_and_model
-    from mlsim_live.cli.reconstruct import check_optics
+    from mlsim_live.cli._viewer import run_replay_with_viewer, show_viewer
     from mlsim_live.replay import ReplayRun, ReplaySettings
     from mlsim_live.sim.optics import optics_from
 
@@ -114,45 +112,8 @@ def run(args: argparse.Namespace) -> int:
     )
     replay_run = ReplayRun(settings)
     if show:
-        summary = run_with_viewer(replay_run, args.screenshot, args.overwrite)
+        summary = run_replay_with_viewer(replay_run, args.screenshot, args.overwrite)
     else:
         summary = replay_run.run()
     print_summary(summary, kind="replay")
     return interrupted_exit(summary, "replay")
-
-
-def interrupted_exit(summary: dict[str, Any], command: str) -> int:
-    """0, or after an interrupt one line on stderr and the signal's exit code (130, 143)."""
-    import sys
-
-    from mlsim_live.cli import _signals
-
-    if not (summary.get("interrupted") or summary.get("acquisition_ended") == "interrupted"):
-        return 0
-    saved = summary.get("sr_file") or "no SR file"
-    print(
-        f"mlsim-live {command}: interrupted by {_signals.received() or 'SIGINT'}; "
-        f"{summary['groups_reconstructed']} finished group(s) saved ({saved})",
-        file=sys.stderr,
-    )
-    return _signals.exit_code()
-
-
-def run_with_viewer(replay_run: Any, screenshot: Path | None, overwrite: bool) -> dict[str, Any]:
-    """Replay on a thread while the viewer runs in the main thread; return the summary.
-
-    Closing the window stops the replay; the groups already complete are reconstructed and
-    saved.
-    """
-    from mlsim_live.viewer import run_with_viewer as run_job
-
-    return run_job(
-        replay_run.run,
-        replay_run.stop,
-        add_sink=replay_run.add_sink,
-        stats_fn=lambda: replay_run.summary,
-        simulated=replay_run.simulated,
-        title=f"mlsim-live replay: {replay_run.name}",
-        screenshot=screenshot,
-        overwrite=overwrite,
-    )

@@ -893,3 +893,12 @@ def find_tiffs(folder: Path) -> list[Path]:
             if not name.startswith(".") and name.lower().endswith(TIFF_SUFFIXES):
                 found.append(Path(root) / name)
     return found
+
+
+def output_stem(path: Path) -> str:
+    """File name without ``.tif``/``.tiff`` and a trailing ``.ome``."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

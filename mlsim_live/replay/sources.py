@@ -130,8 +130,7 @@ class TiffSource:
         phase_axis: str | None = None,
         pixel_size_um: float | None = None,
     ) -> None:
-        from mlsim_live.batch import output_stem
-        from mlsim_live.io import read_raw_stack
+        from mlsim_live.io import output_stem, read_raw_stack
 
         self.path = Path(path)
         self.stack = read_raw_stack(
