@@ -22,6 +22,7 @@ import numpy as np
 
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.io.tiff import RawStack, output_stem, read_raw_stack
+from mlsim_live.recon.base import Capabilities
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class GroupOutput:
     provider: str
     scale: int
     ood: list[str] | None = None  # reasons outside the training ranges; None: not checked
+    fallback: bool | None = None  # reconstructed the fallback way; None: the method has none
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,9 +146,7 @@ def cached_reconstructor(config: ReconConfig, optics: Any) -> tuple[Any, threadi
                 config.method, model=config.model, optics=optics, offset_adu=config.offset_adu
             )
             hit = _RECONSTRUCTORS[key] = (reconstructor, threading.Lock())
-            from mlsim_live.live.worker import ood_unavailable
-
-            if ood_unavailable(reconstructor):
+            if Capabilities.of(reconstructor).ood_unavailable:
                 log.warning(
                     "%s has no model card with training ranges: the out-of-distribution check "
                     "is unavailable (ood_groups: null)",
@@ -218,23 +218,24 @@ def run_group(task: GroupTask) -> GroupOutput:
     caller's, once per file). Group 0 of a file is always estimated afresh, so a verdict never
     carries over from the previous file.
     """
-    from mlsim_live.live.worker import ood_unavailable
     from mlsim_live.validation import output_problem
 
     stack = cached_stack(task.path, task.read)
     group = stack.group(task.t)
     reconstructor, lock = cached_reconstructor(task.config, task.optics)
-    check_ood = getattr(reconstructor, "check_ood", None)
-    if ood_unavailable(reconstructor):  # no training ranges: not checked (None), never "0"
-        check_ood = None
+    caps = Capabilities.of(reconstructor)  # no training ranges: caps.ood is None, never "0"
     with lock:
+        fallbacks = reconstructor.fallback_groups if caps.fallback else 0
         sr = np.asarray(reconstructor.reconstruct(group), dtype=np.float32)
         problem = output_problem(sr)
         if problem is not None:
             raise MLSimError(f"{task.path}: group {task.t}: {problem}")
-        estimate = getattr(reconstructor, "last_estimate", None)
+        estimate = reconstructor.last_estimate if caps.estimate else None
         estimate_dict = estimate.to_dict() if estimate is not None else None
-        ood = list(check_ood(group, warn=False, fresh=task.t == 0)) if callable(check_ood) else None
+        ood = None
+        if caps.ood is not None:
+            ood = list(caps.ood.check_ood(group, warn=False, fresh=task.t == 0))
+        fallback = bool(reconstructor.fallback_groups - fallbacks) if caps.fallback else None
     with _CACHE_LOCK:
         _GROUPS_DONE[0] += 1
     return GroupOutput(
@@ -245,6 +246,7 @@ def run_group(task: GroupTask) -> GroupOutput:
         provider=str(reconstructor.provider),
         scale=int(reconstructor.scale),
         ood=ood,
+        fallback=fallback,
     )
 
 
@@ -642,6 +644,7 @@ def _reconstruct_one(
     n_groups = stack.n_groups
     estimates: list[dict[str, Any] | None] = []
     ood: list[list[str] | None] = []
+    fallbacks: list[bool | None] = []
     try:
         with tqdm(
             total=n_groups, desc=job.input.name, unit="group", leave=False, disable=disable
@@ -649,6 +652,7 @@ def _reconstruct_one(
             first = pipeline.result(k, 0)
             estimates.append(first.estimate)
             ood.append(first.ood)
+            fallbacks.append(first.fallback)
             bar.update()
             scale = first.scale
             out_pixel = plan.pixel_size_um / scale if plan.pixel_size_um is not None else None
@@ -671,6 +675,7 @@ def _reconstruct_one(
                         out = pipeline.result(k, t)
                         estimates.append(out.estimate)
                         ood.append(out.ood)
+                        fallbacks.append(out.fallback)
                         bar.update()
                         yield out.sr
 
@@ -702,6 +707,8 @@ def _reconstruct_one(
             "ood_groups": ood_groups,
             "ood_reasons": ood_reasons,
         }
+        if any(f is not None for f in fallbacks):  # e.g. wiener-rcan where no pattern is found
+            sidecar["fallback_groups"] = sum(bool(f) for f in fallbacks)
         try:
             write_json_atomic(job.sidecar, sidecar, overwrite=overwrite)
         except BaseException:

@@ -407,7 +407,7 @@ class Pipeline:
         rate = None
         if first_at is not None and last_at is not None and last_at > first_at:
             rate = round(reconstructed / (last_at - first_at), 3)
-        return {
+        summary = {
             "groups_acquired": groups_acquired,
             "groups_reconstructed": reconstructed,
             "groups_dropped": stats["groups_dropped"],
@@ -444,6 +444,9 @@ class Pipeline:
             "pixel_size_um": self._worker.pixel_size_um,
             "sr_groups_per_s": rate,
         }
+        if "fallback_groups" in stats:  # the method reconstructs some groups another way
+            summary["fallback_groups"] = stats["fallback_groups"]
+        return summary
 
     def __enter__(self) -> Pipeline:
         return self

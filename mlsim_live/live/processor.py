@@ -24,30 +24,12 @@ from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.sinks import Sink
 from mlsim_live.live.writer import SRTiffWriter, check_outputs_free, output_paths, write_summary
 from mlsim_live.recon import default_method
-from mlsim_live.recon.base import Reconstructor
+from mlsim_live.recon.base import Reconstructor, warm_up
 from mlsim_live.sim.optics import Optics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mlsim"
-
-
-def warm_up(reconstructor: Reconstructor, frame_shape: tuple[int, int]) -> None:
-    """Call the reconstructor's ``warm_up(shape)``, if it has one, on the camera's frame shape.
-
-    Reconstructors without one are left alone (a dummy group could, e.g., fix a Wiener
-    reconstructor's reused pattern estimate to nonsense).
-    """
-    method = getattr(reconstructor, "warm_up", None)
-    if not callable(method):
-        return
-    started = time.perf_counter()
-    try:
-        method(tuple(frame_shape))
-    except Exception as exc:  # a warm-up failure shows again, counted, on the first group
-        log.warning("warm-up of %s failed: %s", getattr(reconstructor, "name", "?"), exc)
-        return
-    log.debug("reconstructor warmed up in %.0f ms", (time.perf_counter() - started) * 1e3)
 
 
 class SIMProcessor:

@@ -18,7 +18,7 @@ from mlsim_live.latency import LatencyWindow
 from mlsim_live.latency import percentiles_ms as percentiles_ms
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
-from mlsim_live.recon.base import Reconstructor
+from mlsim_live.recon.base import Capabilities, Reconstructor
 from mlsim_live.validation import group_problem, output_problem
 
 log = logging.getLogger(__name__)
@@ -36,31 +36,6 @@ def reconstructor_name(reconstructor: object) -> str:
 
 #: ``ood_check`` of the summary when the model has no card with training ranges.
 OOD_UNAVAILABLE = "unavailable: the model has no card with its training ranges"
-
-
-def ood_unavailable(reconstructor: object) -> bool:
-    """True for a model whose out-of-distribution check cannot run: it has one, but its model
-    card records no training ranges (``training_ranges`` is None)."""
-    return (
-        callable(getattr(reconstructor, "check_ood", None))
-        and getattr(reconstructor, "training_ranges", False) is None
-    )
-
-
-def reconstructor_ood_check(reconstructor: object) -> OODCheck | None:
-    """The reconstructor's own out-of-distribution check, if it has one that can run.
-
-    The first callable of ``check_ood`` (RCAN: a list of reasons), ``ood_reasons`` (a list of
-    reasons) and ``is_out_of_distribution`` (a bool); None when there is none, or when the
-    model has no training ranges to check against (`ood_unavailable`).
-    """
-    if ood_unavailable(reconstructor):
-        return None
-    for attr in ("check_ood", "ood_reasons", "is_out_of_distribution"):
-        check = getattr(reconstructor, attr, None)
-        if callable(check):
-            return check
-    return None
 
 
 class OODMonitor:
@@ -188,8 +163,8 @@ class ReconstructionWorker:
         Copied into every result.
     ood_check : callable, optional
         ``ood_check(frames)`` returns a list of reasons (empty: inside the trained ranges) or a
-        bool (True: outside). By default the reconstructor's own ``check_ood`` (RCAN),
-        ``ood_reasons`` or ``is_out_of_distribution`` method, if it has one. It runs on its own
+        bool (True: outside). By default the reconstructor's own ``check_ood`` when it
+        implements `mlsim_live.recon.base.SupportsOOD` with training ranges. It runs on its own
         low-priority thread (:class:`OODMonitor`) on the newest reconstructed group whenever
         that thread is free, never on the reconstruction thread; each result carries the latest
         verdict made so far (on an earlier group), and ``ood_groups`` counts the checked groups
@@ -218,9 +193,11 @@ class ReconstructionWorker:
         self.pixel_size_um = pixel_size_um
         self.simulated = simulated
         self._on_result = on_result
-        check = ood_check or reconstructor_ood_check(reconstructor)
+        self.capabilities = Capabilities.of(reconstructor)
+        caps = self.capabilities
+        check = ood_check or (caps.ood.check_ood if caps.ood is not None else None)
         self._ood = OODMonitor(check) if check is not None else None
-        self.ood_available = ood_check is not None or not ood_unavailable(reconstructor)
+        self.ood_available = ood_check is not None or not caps.ood_unavailable
         if not self.ood_available:
             log.warning(
                 "%s has no model card with training ranges: the out-of-distribution check is "
@@ -321,6 +298,9 @@ class ReconstructionWorker:
             counters["ood_check"] = OOD_UNAVAILABLE
         else:
             counters["ood_check"] = "on" if self._ood is not None else "none"
+        if self.capabilities.fallback:
+            fallback = self.reconstructor.fallback_groups  # type: ignore[attr-defined]
+            counters["fallback_groups"] = int(fallback)
         counters["latency_ms"] = self.latencies_ms.percentiles(exact)
         counters["reconstruct_ms"] = self.reconstruct_ms.percentiles(exact)
         return counters

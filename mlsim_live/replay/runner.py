@@ -19,7 +19,7 @@ from mlsim_live.errors import MLSimError
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.sinks import Sink
-from mlsim_live.recon.base import GROUP_SIZE, Reconstructor
+from mlsim_live.recon.base import GROUP_SIZE, Reconstructor, warm_up
 from mlsim_live.replay.sources import FrameSource, describe, open_source
 
 log = logging.getLogger(__name__)
@@ -331,8 +331,6 @@ class ReplayRun:
             check_outputs_free([self.sr_path, self.summary_path], s.overwrite)
             if reconstructor is None:
                 reconstructor = _make_reconstructor(s, self.source)
-            from mlsim_live.live.processor import warm_up
-
             warm_up(reconstructor, self.source.frame_shape)
             self.pipeline = Pipeline(
                 reconstructor,
