@@ -310,3 +310,17 @@ def test_cli_evaluate_real_refuses_unknown_methods(real_like: Path, tmp_path: Pa
     assert code == 2
     assert "unknown method" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_judge_imports_no_heavy_framework() -> None:
+    import subprocess
+    import sys
+
+    heavy = ("torch", "onnxruntime", "PyQt5", "pyqtgraph", "pycromanager", "pymmcore", "dask")
+    code = (
+        f"import sys, mlsim_live.judge; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
