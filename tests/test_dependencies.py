@@ -122,3 +122,21 @@ def test_replay_source_opens_without_the_batch_runner(tmp_path: Path) -> None:
     print("OK")
     """
     run_blocked(("mlsim_live.batch", "mlsim_live.bench", "mlsim_live.cli"), code, tmp_path)
+
+
+def test_headless_reconstruction_needs_no_viewer_micro_manager_or_training_extra(
+    tmp_path: Path,
+) -> None:
+    """What a Dask worker runs works with the `viewer`, `mm` and `train` extras missing."""
+    code = """
+    import numpy as np, tifffile
+    from mlsim_live.cli import main
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite("raw.tif", rng.integers(100, 200, (9, 16, 16)).astype(np.uint16))
+    assert main(["reconstruct", "raw.tif", "--out", "out", "--method", "wiener"]) == 0
+    assert main(["replay", "raw.tif", "--out", "r", "--method", "widefield", "--headless"]) == 0
+    print("OK")
+    """
+    blocked = ("PyQt5", "pyqtgraph", "pycromanager", "pymmcore", "skimage", "torch")
+    run_blocked(blocked, code, tmp_path)
