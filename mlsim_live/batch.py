@@ -70,24 +70,14 @@ class ReconConfig:
     def optics_for(self, stack: RawStack) -> Any:
         """`Optics` from this config and the file's metadata, or None when any part is unknown.
 
-        Raises `MLSimError` when only one of NA and wavelength is configured and the file's
-        metadata does not supply the other: a lone ``--na`` or ``--wavelength-nm`` is never
-        silently ignored.
+        The one rule of `mlsim_live.sim.optics.resolve_optics`: a lone ``--na`` or
+        ``--wavelength-nm`` whose partner the file's metadata does not supply raises.
         """
-        from mlsim_live.sim.optics import optics_from
+        from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
-        na = self.na if self.na is not None else stack.na
-        wavelength_nm = (
-            self.wavelength_nm if self.wavelength_nm is not None else stack.wavelength_nm
-        )
-        pixel_size_um = self.pixel_size_for(stack)
-        lone_option = (self.na is None) != (self.wavelength_nm is None)
-        if not lone_option and (na is None or wavelength_nm is None):
-            return None  # incomplete metadata alone: reconstruct without known optics
-        try:
-            return optics_from(na, wavelength_nm, pixel_size_um)
-        except MLSimError as exc:
-            raise MLSimError(f"{stack.path}: {exc}") from exc
+        options = OpticsValues(self.na, self.wavelength_nm, self.pixel_size_um)
+        recording = OpticsValues(stack.na, stack.wavelength_nm, stack.pixel_size_um)
+        return resolve_optics(options, recording, where=str(stack.path))
 
     def pixel_size_for(self, stack: RawStack) -> float | None:
         """Raw pixel size of ``stack``: the configured one, else the file's."""

@@ -548,3 +548,22 @@ def test_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run_cli(capsys, str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
     assert code == 2
     assert len(err) == 1 and "holds no *.tif/*.tiff files" in err[0]
+
+
+def test_one_optics_rule_for_every_command() -> None:
+    """resolve_optics: option over recording, a lone NA needs the recording's wavelength."""
+    from mlsim_live.errors import MLSimError
+    from mlsim_live.sim.optics import OpticsValues, resolve_optics
+
+    recorded = OpticsValues(na=1.2, wavelength_nm=600.0, pixel_size_um=0.1)
+    assert resolve_optics(OpticsValues(), None) is None
+    assert resolve_optics(OpticsValues(), OpticsValues(na=1.2)) is None  # incomplete metadata
+    optics = resolve_optics(OpticsValues(na=1.4), recorded)
+    assert (optics.na, optics.wavelength_nm, optics.pixel_size_um) == (1.4, 600.0, 0.1)
+    optics = resolve_optics(OpticsValues(pixel_size_um=0.07), recorded)
+    assert optics.pixel_size_um == 0.07 and optics.na == 1.2
+    assert resolve_optics(OpticsValues(1.4, 525.0), OpticsValues()) is None  # no pixel size
+    with pytest.raises(MLSimError, match=r"^x\.tif: .*go together"):
+        resolve_optics(OpticsValues(na=1.4), OpticsValues(pixel_size_um=0.1), where="x.tif")
+    with pytest.raises(MLSimError, match="out of range"):
+        resolve_optics(OpticsValues(na=7.0, wavelength_nm=525.0, pixel_size_um=0.1))

@@ -256,8 +256,12 @@ def test_ndtiff_recorded_optics_reach_the_reconstructor(tmp_path: Path, monkeypa
         (1.4, 525.0, 0.1),
     ]
     assert seen[2] is None
+    # one rule with reconstruct: a lone --na takes its wavelength from the recording...
+    ReplayRun(ReplaySettings(input=dataset, out=tmp_path / "d", method="wiener", na=1.3)).close()
+    assert (seen[3].na, seen[3].wavelength_nm) == (1.3, 600.0)
+    # ...and is refused when the recording has none
     with pytest.raises(MLSimError, match="go together"):
-        ReplayRun(ReplaySettings(input=dataset, out=tmp_path / "d", method="wiener", na=1.3))
+        ReplayRun(ReplaySettings(input=untagged, out=tmp_path / "e", method="wiener", na=1.3))
 
 
 def test_ndtiff_pixel_size_falls_back_to_summary_metadata(tmp_path: Path) -> None:

@@ -103,18 +103,20 @@ def connect(args: argparse.Namespace) -> Any:
 
 
 def known_optics(args: argparse.Namespace, core: Any) -> Any:
-    """Optics from --na and --wavelength-nm and the pixel size (option or Micro-Manager)."""
+    """Optics by the one rule (`mlsim_live.sim.optics.resolve_optics`): NA and wavelength from
+    the options, the pixel size from the option or Micro-Manager's calibration."""
     from mlsim_live.errors import MLSimError
-    from mlsim_live.sim.optics import optics_from
+    from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
+    options = OpticsValues(args.na, args.wavelength_nm, args.pixel_size_um)
     if args.na is None and args.wavelength_nm is None:
         return None
-    pixel_size_um = args.pixel_size_um or float(core.get_pixel_size_um())
-    if not pixel_size_um > 0:
+    calibrated = float(core.get_pixel_size_um())
+    if args.pixel_size_um is None and not calibrated > 0:
         raise MLSimError(
             "Micro-Manager has no pixel size calibration; pass --pixel-size-um with --na"
         )
-    return optics_from(args.na, args.wavelength_nm, pixel_size_um)
+    return resolve_optics(options, OpticsValues(pixel_size_um=calibrated or None))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         next_dataset_name,
     )
     from mlsim_live.live.processor import SIMProcessor
-    from mlsim_live.sim.optics import optics_from
+    from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
     if args.config is not None and args.java:
         raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
@@ -146,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         pattern_group=args.pattern_group,
     )
     method, model = live_method_and_model(args)
-    optics_from(args.na, args.wavelength_nm, args.pixel_size_um)  # pairs and ranges, if known
+    # pairs and ranges, before the microscope is touched (a live recording brings no NA)
+    resolve_optics(OpticsValues(args.na, args.wavelength_nm, args.pixel_size_um))
     show = show_viewer(args)
     core = connect(args)
     optics = known_optics(args, core)

@@ -87,11 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from mlsim_live.cli._summary import print_summary
     from mlsim_live.cli._viewer import run_replay_with_viewer, show_viewer
     from mlsim_live.replay import ReplayRun, ReplaySettings
-    from mlsim_live.sim.optics import optics_from
 
     method, model = live_method_and_model(args)
     check_optics(args)
-    optics_from(args.na, args.wavelength_nm, None)  # raises when only one of the two is given
     show = show_viewer(args)
     settings = ReplaySettings(
         input=args.input,

@@ -247,9 +247,9 @@ class ReplaySettings:
     angle_axis, phase_axis : str or None
         Axes that hold angle and phase: TIFF letters (``C``, ``Z``) or NDTiff axis names.
     pixel_size_um, na, wavelength_nm : float or None
-        Optics; each defaults to the recording's (NA and wavelength as a pair: both options or
-        neither). With all three known, the reconstructor gets an `Optics` (Wiener OTF, RCAN
-        out-of-distribution check).
+        Optics; each defaults to the recording's, by `mlsim_live.sim.optics.resolve_optics`
+        (a lone NA or wavelength needs its partner in the recording). With all three known,
+        the reconstructor gets an `Optics` (Wiener OTF, RCAN out-of-distribution check).
     offset_adu : float or None
         Camera offset to subtract instead of the reconstructor's own estimate.
     overwrite : bool
@@ -479,19 +479,20 @@ class ReplayRun:
 
 
 def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
-    """Build the reconstructor of ``settings`` with the optics known from options and source.
+    """Build the reconstructor of ``settings`` with the optics of options and recording.
 
-    NA and emission wavelength come as a pair from the options, else from the recording (the
-    demo tags its simulated optics); the pixel size from the source (option or recording).
+    The one rule of `mlsim_live.sim.optics.resolve_optics`: each value from the option, else
+    from the recording (the demo tags its simulated optics; the pixel size of the source
+    already honours the option).
     """
     from mlsim_live.recon import default_method, make_stream_reconstructor
-    from mlsim_live.sim.optics import optics_from
+    from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
-    if settings.na is not None or settings.wavelength_nm is not None:
-        na, wavelength_nm = settings.na, settings.wavelength_nm
-    else:
-        na, wavelength_nm = getattr(source, "na", None), getattr(source, "wavelength_nm", None)
-    optics = optics_from(na, wavelength_nm, source.pixel_size_um)
+    options = OpticsValues(settings.na, settings.wavelength_nm, settings.pixel_size_um)
+    recording = OpticsValues(
+        getattr(source, "na", None), getattr(source, "wavelength_nm", None), source.pixel_size_um
+    )
+    optics = resolve_optics(options, recording, where=str(source.path))
     method = default_method(settings.method, settings.model)
     model = settings.model if method in LEARNED_METHODS else None
     return make_stream_reconstructor(

@@ -177,3 +177,58 @@ def optics_from(
     return Optics(
         na=float(na), wavelength_nm=float(wavelength_nm), pixel_size_um=float(pixel_size_um)
     )
+
+
+@dataclass(frozen=True)
+class OpticsValues:
+    """NA, emission wavelength and pixel size as far as one place knows them (None: unknown).
+
+    The options a user gave are one; what a recording says about itself (file metadata, a
+    dataset's tags, Micro-Manager's pixel calibration) is another. `resolve_optics` combines
+    them by the one rule every command follows.
+    """
+
+    na: float | None = None
+    wavelength_nm: float | None = None
+    pixel_size_um: float | None = None
+
+
+def resolve_optics(
+    options: OpticsValues, recording: OpticsValues | None = None, where: str | None = None
+) -> Optics | None:
+    """The one rule for optics, for every command (reconstruct, replay, demo, live).
+
+    Each value comes from the option when given, else from the recording. The result is an
+    `Optics` when all three are known, else None (reconstruct without known optics). An NA or
+    wavelength option whose partner neither option nor recording supplies raises: a lone
+    ``--na`` or ``--wavelength-nm`` is never silently ignored.
+
+    Parameters
+    ----------
+    options : OpticsValues
+        The values the user gave.
+    recording : OpticsValues, optional
+        The values the recording carries.
+    where : str, optional
+        Prefix of the error message (e.g. the file path).
+
+    Raises
+    ------
+    MLSimError
+        A lone NA or wavelength option, or a value out of range.
+    """
+    rec = recording or OpticsValues()
+    na = options.na if options.na is not None else rec.na
+    wavelength_nm = (
+        options.wavelength_nm if options.wavelength_nm is not None else rec.wavelength_nm
+    )
+    pixel_size_um = (
+        options.pixel_size_um if options.pixel_size_um is not None else rec.pixel_size_um
+    )
+    lone_option = (options.na is None) != (options.wavelength_nm is None)
+    if not lone_option and (na is None or wavelength_nm is None):
+        return None  # incomplete recording alone: reconstruct without known optics
+    try:
+        return optics_from(na, wavelength_nm, pixel_size_um)
+    except MLSimError as exc:
+        raise MLSimError(f"{where}: {exc}" if where else str(exc)) from exc
