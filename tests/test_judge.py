@@ -317,6 +317,7 @@ def test_the_judge_imports_no_heavy_framework() -> None:
     import sys
 
     heavy = ("torch", "onnxruntime", "PyQt5", "pyqtgraph", "pycromanager", "pymmcore", "dask")
+    heavy += ("PIL",)  # Pillow only when pictures are drawn
     code = (
         f"import sys, mlsim_live.judge; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     )

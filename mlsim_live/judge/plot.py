@@ -1,12 +1,18 @@
-"""Small PNG charts and image grids drawn with Pillow (the project has no plotting library)."""
+"""Small PNG charts and image grids drawn with Pillow (the project has no plotting library).
+
+Pillow is imported when a picture is drawn, so the judge's figures work without it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image, ImageFont
 
 #: Line colours, one per method (widefield grey, Wiener blue, then the learned methods).
 PALETTE = (
@@ -29,7 +35,18 @@ class Series:
     y: Sequence[float]
 
 
+def have_pillow() -> bool:
+    """True when Pillow is installed (the pictures need it)."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    from PIL import ImageFont
+
     return ImageFont.load_default()
 
 
@@ -64,6 +81,8 @@ def line_chart(
 
     ``log2_x`` puts x on a base-2 logarithmic axis (dose fractions); NaN points break lines.
     """
+    from PIL import Image, ImageDraw
+
     width, height = size
     left, right, top, bottom = 64, 150, 28, 44
     img = Image.new("RGB", size, (255, 255, 255))
@@ -151,6 +170,8 @@ def image_grid(
     rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]], gap: int = 4
 ) -> Image.Image:
     """Grey images in a grid, each scaled to its own range: one row per label, titled cells."""
+    from PIL import Image, ImageDraw
+
     font = _font()
     label_w = 70
     cells = [[Image.fromarray(to_u8(img)) for _, img in row] for _, row in rows]

@@ -6,10 +6,13 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlsim_live.judge.plot import Series, image_grid, line_chart
+from mlsim_live.judge.plot import Series, have_pillow, image_grid, line_chart
 from mlsim_live.judge.run import BASELINE_METHOD, REFERENCE_METHOD, StackJudgement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +186,7 @@ def report_markdown(
     return "\n".join(parts)
 
 
-def frc_picture(j: StackJudgement):
+def frc_picture(j: StackJudgement) -> Image.Image:
     """FRC curves of every method, with the 1/7 threshold."""
     nm = j.sr_pixel_size_um is not None
     series = []
@@ -200,7 +203,7 @@ def frc_picture(j: StackJudgement):
     )
 
 
-def ladder_picture(j: StackJudgement):
+def ladder_picture(j: StackJudgement) -> Image.Image:
     """Ladder plots side by side: PSNR and beyond-cutoff correlation against the dose."""
     from PIL import Image
 
@@ -231,7 +234,7 @@ def ladder_picture(j: StackJudgement):
     return out
 
 
-def crops_picture(j: StackJudgement):
+def crops_picture(j: StackJudgement) -> Image.Image:
     """Centre crops of every method (columns) at three rungs (rows)."""
     fractions = sorted(next(iter(j.crops.values())).keys(), reverse=True)
     rows = [(f"dose {_frac(f)}", [(m, j.crops[m][f]) for m in j.crops]) for f in fractions]
@@ -259,6 +262,9 @@ def write_report(
     with atomic_path(out / MARKDOWN_NAME, overwrite=overwrite) as tmp:
         tmp.write_text(report_markdown(judgements, skipped), encoding="utf-8")
     written.append(out / MARKDOWN_NAME)
+    if not have_pillow():
+        log.warning("Pillow is not installed: no PNG pictures (pip install pillow)")
+        judgements = ()
     for j in judgements:
         names = picture_names(j.name)
         for key, draw in (
