@@ -69,7 +69,7 @@ def test_engine_feeds_the_wiener_reconstruction_on_the_camera_grid(tmp_path):
 def test_groups_without_a_found_pattern_go_to_the_end_to_end_model(tmp_path, caplog):
     model = _identity_prior_model(tmp_path)
     e2e = write_conv_sr(tmp_path / "e2e.onnx", np.ones((4, 9, 1, 1), np.float32) / 9)
-    rec = make_reconstructor("wiener-rcan", model=model, fallback=e2e)
+    rec = make_reconstructor("wiener-rcan", model=model, fallback=e2e, require_pattern=True)
     blank = (100 + np.random.default_rng(0).poisson(20.0, (9, 48, 48))).astype(np.uint16)
     with caplog.at_level("WARNING"):
         out = rec.reconstruct(blank)
@@ -157,3 +157,37 @@ def test_prior_target_is_the_ground_truth_in_the_frames_units():
         prior = shuffle2(x[9:])
         ratios.append(float(np.sum(prior * y[0]) / np.sum(y[0] ** 2)))
     assert 0.7 < np.median(ratios) < 1.6
+
+
+def test_keep_measured_background_takes_coarse_intensity_from_the_measurement():
+    """The network's detail stays (scaled by one gain onto the Wiener detail); scales above
+    sigma come from the Wiener image: a removed haze comes back, detail is not blurred."""
+    from mlsim_live.recon.prior import coarse_part, keep_measured_background
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    haze = 50.0 * np.exp(-((yy - 40) ** 2 + (xx - 90) ** 2) / (2 * 30.0**2))
+    detail = np.zeros((128, 128), np.float32)
+    detail[::16, :] = 10.0  # thin lines
+    wiener = (haze + detail + rng.normal(0, 0.5, detail.shape)).astype(np.float32)
+    network = (2.0 * detail).astype(np.float32)  # no haze, twice the contrast
+    out = keep_measured_background(network, wiener, sigma_px=12.0)
+    np.testing.assert_allclose(coarse_part(out, 12.0), coarse_part(wiener, 12.0), atol=0.5)
+    fine = out - coarse_part(out, 12.0)
+    target = detail - coarse_part(detail, 12.0)
+    assert np.corrcoef(fine.ravel(), target.ravel())[0, 1] > 0.99
+    assert np.std(fine) == pytest.approx(np.std(target), rel=0.05)  # gain 1/2 found
+    assert keep_measured_background(np.zeros_like(wiener), wiener, 12.0).shape == (128, 128)
+
+
+def test_coarse_part_matches_a_gaussian_filter_away_from_borders():
+    from scipy import ndimage
+
+    from mlsim_live.recon.prior import coarse_part
+
+    img = np.random.default_rng(1).random((200, 170)).astype(np.float32) * 10
+    img += np.linspace(0, 50, 170)[None, :]
+    ref = ndimage.gaussian_filter(img, 16.0, mode="reflect")
+    out = coarse_part(img, 16.0)
+    assert out.shape == img.shape
+    assert np.abs(out - ref)[40:-40, 40:-40].max() < 0.3

@@ -15,9 +15,12 @@ from mlsim_live.engine.session import GROUP_CHANNELS
 from mlsim_live.errors import MLSimError
 from mlsim_live.normalization import normalization_for
 from mlsim_live.recon.base import Reconstructor
-from mlsim_live.recon.prior import PRIOR_CHANNELS, prior_input
+from mlsim_live.recon.prior import PRIOR_CHANNELS, keep_measured_background, prior_input
 
 log = logging.getLogger(__name__)
+
+#: Scales above this many widefield resolution lengths keep the measured intensity.
+DEFAULT_BACKGROUND_PSF_WIDTHS = 5.0
 
 
 class WienerRCANReconstructor(RCANReconstructor):
@@ -44,6 +47,16 @@ class WienerRCANReconstructor(RCANReconstructor):
         Wiener parameter are still measured on every group.
     fallback : path, optional
         End-to-end model for groups without a found pattern (default: the shipped ``rcan``).
+    require_pattern : bool
+        Also fall back when the pattern's correlation peak hardly stands out
+        (`mlsim_live.recon.wiener.pattern_found` is False). False (default): only when the
+        Wiener path fails outright (no signal above the noise floor); the network was trained
+        on the estimator's real errors, weak and wrong estimates included.
+    background_psf_widths : float
+        Keep the measured intensity at scales above this many widefield resolution lengths
+        (``1 / cutoff``; Gaussian sigma): the network, trained on ground truth without
+        out-of-focus light, refines only the detail below it
+        (`mlsim_live.recon.prior.keep_measured_background`). 0 turns it off.
     **kw
         Passed to `RCANReconstructor` (provider, threads, tile size, warm-up...).
     """
@@ -59,6 +72,8 @@ class WienerRCANReconstructor(RCANReconstructor):
         offset_adu: float | None = None,
         reuse_estimate: bool = False,
         fallback: str | os.PathLike[str] | None = None,
+        require_pattern: bool = False,
+        background_psf_widths: float = DEFAULT_BACKGROUND_PSF_WIDTHS,
         **kw: Any,
     ) -> None:
         from mlsim_live.recon.wiener import WienerReconstructor
@@ -75,6 +90,12 @@ class WienerRCANReconstructor(RCANReconstructor):
         self._fallback_model = fallback
         self._fallback_kw = {k: v for k, v in kw.items() if k in ("provider", "threads", "fp16")}
         self._fallback: Reconstructor | None = None
+        self.require_pattern = bool(require_pattern)
+        if not background_psf_widths >= 0:
+            raise MLSimError(
+                f"background_psf_widths {background_psf_widths}; expected >= 0 (0: off)"
+            )
+        self.background_psf_widths = float(background_psf_widths)
         self.fallback_groups = 0
         self.last_fallback_reason: str | None = None
 
@@ -96,7 +117,7 @@ class WienerRCANReconstructor(RCANReconstructor):
             reason = str(exc)
         else:
             est = self.wiener.last_estimate
-            if est is None or not pattern_found(est):
+            if self.require_pattern and (est is None or not pattern_found(est)):
                 reason = "pattern not found"
         if reason is not None:
             self.fallback_groups += 1
@@ -106,7 +127,12 @@ class WienerRCANReconstructor(RCANReconstructor):
             return self.fallback_reconstructor().reconstruct(arr)
         self.last_fallback_reason = None
         norm = normalization_for(arr, background=self.offset_adu)
-        return self._infer(arr, prior_input(arr, wiener_image, norm), norm)
+        out = self._infer(arr, prior_input(arr, wiener_image, norm), norm)
+        if self.background_psf_widths > 0:
+            est = self.wiener.last_estimate
+            sigma_px = 2.0 * self.background_psf_widths / est.cutoff_cycles_per_px
+            out = keep_measured_background(out, wiener_image, sigma_px)
+        return out
 
     def fallback_reconstructor(self) -> Reconstructor:
         """The end-to-end reconstructor used where the pattern is not found (built once)."""
