@@ -406,7 +406,7 @@ def judge_group(
     judged = tuple(
         MethodJudgement(
             method=m,
-            reconstructor=str(getattr(reconstructors[m], "name", m)),
+            reconstructor=str(reconstructors[m].name),
             frc=frcs[m],
             ladder=tuple(s for s in scores if s.method == m),
             beads=beads.get(m),
@@ -484,6 +484,9 @@ def judge_stack(
 ) -> StackJudgement:
     """Judge methods on one raw SIM stack (TIFF) with its optional ``<stem>.json`` sidecar.
 
+    Optics come from the sidecar, else from the file's own metadata (pixel size; NA and
+    emission wavelength of an OME-TIFF); without them the OTF is estimated from the data.
+
     Parameters
     ----------
     path : path-like
@@ -514,14 +517,20 @@ def judge_stack(
             )
         group = np.asarray(stack.group(group_index))
         pixel_size_um = info.pixel_size_um or stack.pixel_size_um
+        optics = info.optics
+        if optics is None and stack.na and stack.wavelength_nm and pixel_size_um:
+            # no sidecar optics: the file's own (OME) metadata
+            optics = Optics(
+                na=stack.na, wavelength_nm=stack.wavelength_nm, pixel_size_um=pixel_size_um
+            )
     if reconstructors is None:
         names = tuple(methods) if methods else default_methods(model)
-        reconstructors = build_reconstructors(names, model=model, optics=info.optics)
+        reconstructors = build_reconstructors(names, model=model, optics=optics)
     return judge_group(
         group,
         reconstructors,
         name=info.name,
-        optics=info.optics,
+        optics=optics,
         pixel_size_um=pixel_size_um,
         sample_kind=info.sample_kind,
         bead_diameter_nm=info.bead_diameter_nm,
