@@ -4,7 +4,7 @@ METHODS = ("rcan", "wiener-rcan", "wiener", "widefield")
 #: Methods that run a learned model (``--model`` applies to them).
 LEARNED_METHODS = ("rcan", "wiener-rcan")
 #: The learned method used when none is named and its shipped model is installed.
-DEFAULT_LEARNED_METHOD = "rcan"
+DEFAULT_LEARNED_METHOD = "wiener-rcan"
 ORDERS = ("angle-major", "phase-major")
 #: Queue policies of the live worker: ``latest`` drops the oldest waiting groups, ``all`` none.
 POLICIES = ("latest", "all")

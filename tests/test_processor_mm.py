@@ -277,4 +277,4 @@ def test_default_method_without_an_installed_model(monkeypatch, caplog):
     assert "no default model installed" in caplog.text
     proc.close()
     monkeypatch.setattr(paths, "has_default_model", lambda: True)
-    assert default_method(None) == "rcan"
+    assert default_method(None) == "wiener-rcan"  # the default learned method (by the judge)
