@@ -26,6 +26,7 @@ COMMANDS = (
     "train",
     "export",
     "evaluate",
+    "trust",
     "bench",
 )
 
