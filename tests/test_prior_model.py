@@ -193,3 +193,31 @@ def test_coarse_part_matches_a_gaussian_filter_away_from_borders():
     out = coarse_part(img, 16.0)
     assert out.shape == img.shape
     assert np.abs(out - ref)[40:-40, 40:-40].max() < 0.3
+
+
+_SHIPPED = Path(__file__).resolve().parents[1] / "models" / "wiener_rcan_default.onnx"
+
+
+@pytest.mark.skipif(not _SHIPPED.is_file(), reason="the wiener-rcan model is not installed")
+def test_shipped_wiener_rcan_beats_wiener_against_simulated_ground_truth():
+    """Guard for the shipped default: on simulated filaments at 30 and 300 photons it is closer
+    to the ground truth than the Wiener reconstruction it refines (PSNR after an affine fit;
+    measured 0.3 to 2.9 dB better on these draws)."""
+    from mlsim_live.metrics import psnr
+
+    def fitted_psnr(img: np.ndarray, ref: np.ndarray) -> float:
+        design = np.stack([img.ravel(), np.ones(img.size)], 1)
+        coef, *_ = np.linalg.lstsq(design, ref.ravel(), rcond=None)
+        return psnr((design @ coef).reshape(ref.shape), ref)
+
+    wiener = make_reconstructor("wiener", optics=OPTICS)
+    model = make_reconstructor("wiener-rcan", optics=OPTICS)
+    assert model.name == "wiener-rcan:wiener_rcan_default.onnx"
+    for photons in (30.0, 300.0):
+        for seed in range(3):
+            params = SIMParams(optics=OPTICS, signal=Signal(peak_photons=photons))
+            group = simulate_group(params, "filaments", 128, seed=seed)
+            gain = fitted_psnr(model.reconstruct(group.raw), group.gt) - fitted_psnr(
+                wiener.reconstruct(group.raw), group.gt
+            )
+            assert gain > 0.0, (photons, seed, gain)
