@@ -529,6 +529,7 @@ def reconstruct_files(
     executor: LocalExecutor | DaskExecutor | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    trust: bool = False,
 ) -> list[FileOutcome]:
     """Reconstruct every job's input into its output TIFF and JSON sidecar.
 
@@ -550,6 +551,9 @@ def reconstruct_files(
         Replace existing outputs; without it such files are skipped.
     progress : bool or None
         Show tqdm progress bars (None: only on a terminal).
+    trust : bool
+        Also write each reconstruction's trust map, overlay and figures beside it
+        (``<stem>_trust.tif``, ``.png``, ``.json``; see `mlsim_live.trust`).
 
     Returns
     -------
@@ -563,14 +567,14 @@ def reconstruct_files(
     jobs = list(jobs)
     outputs_by_folder: dict[Path, list[str]] = {}
     for job in jobs:
-        for path in (job.output, job.sidecar):
+        for path in _outputs(job, trust):
             outputs_by_folder.setdefault(path.parent, []).append(path.name)
     for folder, names in outputs_by_folder.items():  # what killed runs left behind
         remove_orphans(folder, names)
     outcomes: list[FileOutcome | None] = [None] * len(jobs)
     todo: list[int] = []
     for i, job in enumerate(jobs):
-        existing = [p for p in (job.output, job.sidecar) if p.exists()]
+        existing = [p for p in _outputs(job, trust) if p.exists()]
         if existing and not overwrite:
             log.debug("skipping %s: %s exists", job.input, existing[0])
             outcomes[i] = FileOutcome(
@@ -593,6 +597,8 @@ def reconstruct_files(
                 outcomes[i] = _reconstruct_one(
                     pipeline, k, job, read, config, overwrite, disable, created_dirs
                 )
+                if trust and outcomes[i].status == "done":
+                    outcomes[i] = _write_trust(pipeline, k, job, config, overwrite)
                 files_bar.update()
     finally:
         for folder in reversed(created_dirs):  # leave no empty output folders behind
@@ -725,6 +731,47 @@ def _reconstruct_one(
             "; ".join(ood_reasons[:3]) + ("; ..." if len(ood_reasons) > 3 else ""),
         )
     log.info("wrote %s (%d group%s)", job.output, n_groups, "" if n_groups == 1 else "s")
+    return FileOutcome(job, "done", n_groups=n_groups)
+
+
+def _outputs(job: FileJob, trust: bool) -> tuple[Path, ...]:
+    """The files a job writes."""
+    if not trust:
+        return job.output, job.sidecar
+    return job.output, job.sidecar, *_trust_paths(job).all()
+
+
+def _trust_paths(job: FileJob) -> Any:
+    from mlsim_live.trust.output import TrustPaths
+
+    stem = job.output.name.removesuffix(f"{OUTPUT_SUFFIX}.tif")
+    return TrustPaths.beside(job.output.parent, stem)
+
+
+def _write_trust(
+    pipeline: _Pipeline, k: int, job: FileJob, config: ReconConfig, overwrite: bool
+) -> FileOutcome:
+    """The trust outputs of a finished file; a failure keeps its reconstruction and says why."""
+    from mlsim_live.trust.output import trust_for_stack
+
+    plan = pipeline.plan(k)
+    assert not isinstance(plan, MLSimError)  # the file was reconstructed
+    n_groups = plan.stack.n_groups
+    try:
+        trust_for_stack(
+            plan.stack,
+            job.output,
+            _trust_paths(job),
+            optics=plan.optics,
+            offset_adu=config.offset_adu,
+            pixel_size_um=plan.pixel_size_um / 2 if plan.pixel_size_um is not None else None,
+            info={"method": config.method, "model": config.model},
+            overwrite=overwrite,
+        )
+    except (MLSimError, OSError) as exc:
+        return FileOutcome(
+            job, "failed", f"trust map: {_message(exc, job.input)}", n_groups=n_groups
+        )
     return FileOutcome(job, "done", n_groups=n_groups)
 
 

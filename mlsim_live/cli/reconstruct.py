@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offset", type=float, metavar="ADU", help="camera offset (default: estimated)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also write each reconstruction's trust map beside it: <stem>_trust.tif (1 = "
+        "consistent with the raw data, below 0.5 = flagged), <stem>_trust.png, <stem>_trust.json",
+    )
+    p.add_argument(
         "--dask",
         metavar="ADDRESS",
         help="spread files and time points over a Dask cluster: a scheduler address "
@@ -116,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.dask:
         with dask_executor(args.dask, getattr(args, "dask_dashboard", None)) as executor:
             outcomes = reconstruct_files(
-                jobs, read, config, executor=executor, overwrite=args.overwrite, progress=progress
+                jobs,
+                read,
+                config,
+                executor=executor,
+                overwrite=args.overwrite,
+                progress=progress,
+                trust=args.trust,
             )
         outcomes += failed
     else:
@@ -127,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             executor=LocalExecutor(),
             overwrite=args.overwrite,
             progress=progress,
+            trust=args.trust,
         )
         outcomes += failed
     if getattr(args, "method_fallback", False) and any(o.status == "done" for o in outcomes):

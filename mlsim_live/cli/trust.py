@@ -62,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from mlsim_live.io.atomic import check_folder_writable, remove_orphans
     from mlsim_live.io.tiff import output_stem
     from mlsim_live.sim.optics import OpticsValues, resolve_optics
-    from mlsim_live.trust import TrustSettings, TrustStream
-    from mlsim_live.trust.output import TrustPaths, check_outputs, write_trust
+    from mlsim_live.trust import TrustSettings
+    from mlsim_live.trust.output import (
+        ReconstructionFile,
+        TrustPaths,
+        check_match,
+        check_outputs,
+        trust_for_stack,
+    )
 
     check_optics(args)
     axes = (args.angle_axis, args.phase_axis)
@@ -83,18 +89,6 @@ def run(args: argparse.Namespace) -> int:
         args.raw, args.order, angle_axis=args.angle_axis, phase_axis=args.phase_axis
     )
     with stack:
-        sr = _SRStack.open(args.sr)
-        h, w = stack.frame_shape
-        if sr.frame_shape != (2 * h, 2 * w):
-            raise MLSimError(
-                f"SR {args.sr}: frames of {sr.frame_shape[0]} x {sr.frame_shape[1]} pixels for "
-                f"raw frames of {h} x {w}; expected the 2x grid, {2 * h} x {2 * w}"
-            )
-        if sr.n_groups != stack.n_groups:
-            raise MLSimError(
-                f"SR {args.sr} holds {sr.n_groups} image(s) for {stack.n_groups} raw group(s) "
-                f"in {args.raw}; expected one reconstruction per group"
-            )
         optics = resolve_optics(
             OpticsValues(args.na, args.wavelength_nm, args.pixel_size_um),
             OpticsValues(stack.na, stack.wavelength_nm, stack.pixel_size_um),
@@ -105,25 +99,20 @@ def run(args: argparse.Namespace) -> int:
                 "optics unknown (give --na, --wavelength-nm and --pixel-size-um): the OTF "
                 "cutoff is estimated from the data"
             )
+        sr = ReconstructionFile.open(args.sr)
+        check_match(stack, sr)  # bad input says so before the output folder appears
         args.out.mkdir(parents=True, exist_ok=True)
         check_folder_writable(args.out)
         remove_orphans(args.out, [p.name for p in paths.all()])
-        stream = TrustStream(
-            optics, TrustSettings(resolution=args.resolution), offset_adu=args.offset
-        )
         pixel = stack.pixel_size_um if args.pixel_size_um is None else args.pixel_size_um
-        doc = write_trust(
+        doc = trust_for_stack(
+            stack,
+            sr,
             paths,
-            stack.group,
-            sr.image,
-            stack.n_groups,
-            stream,
+            optics=optics,
+            offset_adu=args.offset,
+            settings=TrustSettings(resolution=args.resolution),
             pixel_size_um=pixel / 2 if pixel is not None else None,
-            info={
-                "raw": str(args.raw),
-                "sr": str(args.sr),
-                "optics": optics.to_dict() if optics is not None else None,
-            },
             overwrite=args.overwrite,
         )
     summary = doc["summary"]
@@ -134,53 +123,3 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['chi_median']['p50']:.2f} over {summary['groups']} group(s)"
         )
     return 0
-
-
-class _SRStack:
-    """A reconstruction TIFF as ``n_groups`` images of ``frame_shape``, read one at a time."""
-
-    def __init__(self, path: Path, data: object, n_groups: int, frame_shape: tuple[int, int]):
-        self.path = path
-        self._data = data
-        self.n_groups = n_groups
-        self.frame_shape = frame_shape
-
-    @classmethod
-    def open(cls, path: Path) -> _SRStack:
-        import numpy as np
-        import tifffile
-
-        from mlsim_live.errors import MLSimError, one_line
-
-        try:
-            try:
-                data = tifffile.memmap(path, mode="r")
-            except (ValueError, OSError, tifffile.TiffFileError):
-                data = tifffile.imread(path)
-        except (ValueError, OSError, tifffile.TiffFileError) as exc:
-            raise MLSimError(
-                f"SR {path}: cannot read it as TIFF ({one_line(exc, 200)}); expected a "
-                "reconstruction TIFF"
-            ) from exc
-        arr = np.asarray(data) if not hasattr(data, "shape") else data
-        shape = tuple(int(s) for s in arr.shape if s != 1)
-        if len(shape) not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
-            raise MLSimError(
-                f"SR {path}: an array of shape {tuple(arr.shape)} ({arr.dtype}); expected a "
-                "numeric image (2N x 2M) or stack (T x 2N x 2M)"
-            )
-        arr = arr.reshape(shape)
-        if len(shape) == 2:
-            arr = arr[None]
-        return cls(path, arr, int(arr.shape[0]), (int(arr.shape[1]), int(arr.shape[2])))
-
-    def image(self, t: int) -> object:
-        """Image ``t`` as float32."""
-        import numpy as np
-
-        from mlsim_live.errors import MLSimError
-
-        img = np.asarray(self._data[t], dtype=np.float32)
-        if not np.isfinite(img).all():
-            raise MLSimError(f"SR {self.path}: image {t} holds NaN or Inf; expected finite values")
-        return img

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mlsim_live.errors import MLSimError, one_line
-from mlsim_live.trust.map import FLAG_LEVEL, TrustFigures
+from mlsim_live.trust.map import FLAG_LEVEL, TrustFigures, TrustSettings
 from mlsim_live.trust.stream import TrustStream
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,66 @@ def check_outputs(paths: TrustPaths, overwrite: bool) -> None:
 
     for path in paths.all():
         check_writable(path, overwrite)
+
+
+class ReconstructionFile:
+    """A reconstruction TIFF (2D, or T pages) as ``n_groups`` images, read one at a time.
+
+    Attributes
+    ----------
+    path : Path
+    n_groups : int
+    frame_shape : (int, int)
+    """
+
+    def __init__(
+        self, path: Path, data: np.ndarray, n_groups: int, frame_shape: tuple[int, int]
+    ) -> None:
+        self.path = path
+        self._data = data
+        self.n_groups = n_groups
+        self.frame_shape = frame_shape
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ReconstructionFile:
+        """Open ``path`` (memory-mapped when the file allows it).
+
+        Raises
+        ------
+        MLSimError
+            When it is no readable TIFF or not a numeric 2D image or 3D stack.
+        """
+        import tifffile
+
+        path = Path(path)
+        try:
+            try:
+                data = tifffile.memmap(path, mode="r")
+            except (ValueError, OSError, tifffile.TiffFileError):
+                data = tifffile.imread(path)
+        except (ValueError, OSError, tifffile.TiffFileError) as exc:
+            raise MLSimError(
+                f"SR {path}: cannot read it as TIFF ({one_line(exc, 200)}); expected a "
+                "reconstruction TIFF"
+            ) from exc
+        arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        shape = tuple(int(s) for s in arr.shape if s != 1)
+        if len(shape) not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
+            raise MLSimError(
+                f"SR {path}: an array of shape {tuple(arr.shape)} ({arr.dtype}); expected a "
+                "numeric image (2N x 2M) or stack (T x 2N x 2M)"
+            )
+        arr = arr.reshape(shape)
+        if len(shape) == 2:
+            arr = arr[None]
+        return cls(path, arr, int(arr.shape[0]), (int(arr.shape[1]), int(arr.shape[2])))
+
+    def image(self, t: int) -> np.ndarray:
+        """Image ``t`` as float32."""
+        img = np.asarray(self._data[t], dtype=np.float32)
+        if not np.isfinite(img.sum(dtype=np.float64)):
+            raise MLSimError(f"SR {self.path}: image {t} holds NaN or Inf; expected finite values")
+        return img
 
 
 def write_trust(
@@ -204,6 +264,79 @@ def write_trust(
     return doc
 
 
+def check_match(stack: Any, sr: ReconstructionFile) -> None:
+    """Raise `MLSimError` unless ``sr`` holds one 2x-grid image per group of ``stack``."""
+    h, w = stack.frame_shape
+    if sr.frame_shape != (2 * h, 2 * w):
+        raise MLSimError(
+            f"SR {sr.path}: images of {sr.frame_shape[0]} x {sr.frame_shape[1]} pixels for "
+            f"raw frames of {h} x {w}; expected the 2x grid, {2 * h} x {2 * w}"
+        )
+    if sr.n_groups != stack.n_groups:
+        raise MLSimError(
+            f"SR {sr.path} holds {sr.n_groups} image(s) for {stack.n_groups} raw group(s) in "
+            f"{stack.path}; expected one reconstruction per group"
+        )
+
+
+def trust_for_stack(
+    stack: Any,
+    sr_path: str | os.PathLike[str] | ReconstructionFile,
+    paths: TrustPaths,
+    *,
+    optics: Any = None,
+    offset_adu: float | None = None,
+    settings: TrustSettings | None = None,
+    pixel_size_um: float | None = None,
+    info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The trust outputs of the reconstruction file ``sr_path`` of a raw stack.
+
+    Parameters
+    ----------
+    stack : mlsim_live.io.RawStack
+        The raw frames (``stack.group(t)``, ``stack.n_groups``, ``stack.frame_shape``).
+    sr_path : path-like or ReconstructionFile
+        Its reconstruction: one 2x-grid image per group.
+    paths : TrustPaths
+    optics : Optics, optional
+        The OTF for the pattern estimate (estimated from the data when None).
+    offset_adu : float, optional
+        Camera offset for the pattern estimate.
+    settings : TrustSettings, optional
+    pixel_size_um : float, optional
+        Pixel size of the reconstruction (written into the map).
+    info : dict, optional
+        Extra JSON fields.
+    overwrite : bool
+
+    Raises
+    ------
+    MLSimError
+        When the reconstruction does not match the raw stack (grid, number of groups).
+    """
+    sr = sr_path if isinstance(sr_path, ReconstructionFile) else ReconstructionFile.open(sr_path)
+    check_match(stack, sr)
+    stream = TrustStream(optics, settings, offset_adu=offset_adu)
+    doc_info = {
+        "raw": str(stack.path),
+        "sr": str(sr.path),
+        "optics": optics.to_dict() if optics is not None else None,
+        **(info or {}),
+    }
+    return write_trust(
+        paths,
+        stack.group,
+        sr.image,
+        stack.n_groups,
+        stream,
+        pixel_size_um=pixel_size_um,
+        info=doc_info,
+        overwrite=overwrite,
+    )
+
+
 def _settings_dict(stream: TrustStream) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -212,10 +345,13 @@ def _settings_dict(stream: TrustStream) -> dict[str, Any]:
 
 __all__ = [
     "FLAG_COLOUR",
+    "ReconstructionFile",
     "TrustPaths",
+    "check_match",
     "check_outputs",
     "overlay",
     "summarize",
+    "trust_for_stack",
     "write_png_atomic",
     "write_trust",
 ]
