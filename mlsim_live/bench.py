@@ -42,9 +42,10 @@ ORT_CUDA_FP16 = "ort-cuda-fp16"
 ORT_TRT_FP16 = "ort-tensorrt-fp16"
 WIENER = "wiener"
 WIENER_ESTIMATE = "wiener-estimate"
+TRUST = "trust"
 
 MODEL_BACKENDS = (TORCH_CPU, TORCH_CUDA, ORT_CPU, ORT_CUDA, ORT_CUDA_FP16, ORT_TRT_FP16)
-ALL_BACKENDS = (*MODEL_BACKENDS, WIENER, WIENER_ESTIMATE)
+ALL_BACKENDS = (*MODEL_BACKENDS, WIENER, WIENER_ESTIMATE, TRUST)
 DEFAULT_MODELS = ("default", "paper")
 #: Which PyTorch eager row a backend's ratio refers to (same device).
 RATIO_REFERENCE = {
@@ -98,7 +99,7 @@ class BenchConfig:
         unknown = [b for b in self.backends if b not in ALL_BACKENDS]
         if unknown:
             raise MLSimError(f"unknown backends {unknown}; expected some of {list(ALL_BACKENDS)}")
-        if not self.models and not any(b.startswith(WIENER) for b in self.backends):
+        if not self.models and not any(b.startswith(WIENER) or b == TRUST for b in self.backends):
             raise MLSimError("nothing to benchmark; expected at least one model or wiener")
 
 
@@ -507,7 +508,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         for model in models:
             outputs: dict[str, np.ndarray] = {}
             for backend in config.backends:
-                if backend.startswith(WIENER) or backend in unavailable:
+                if backend.startswith(WIENER) or backend == TRUST or backend in unavailable:
                     continue
                 row, out, reason = _bench_model_backend(
                     model, backend, group, config, threads, torch, available
@@ -527,6 +528,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             rows_w, skips_w = _bench_wiener(wiener_wanted, group, input_info, config)
             rows.extend(rows_w)
             skipped.extend(skips_w)
+        if TRUST in config.backends:
+            rows_t, skips_t = _bench_trust(group, input_info, config)
+            rows.extend(rows_t)
+            skipped.extend(skips_t)
 
     _add_ratios(rows)
     try:
@@ -681,6 +686,36 @@ def _bench_wiener(
         row.note = note
         rows.append(row)
     return rows, []
+
+
+def _bench_trust(
+    group: np.ndarray, input_info: dict[str, Any], config: BenchConfig
+) -> tuple[list[BenchRow], list[dict[str, str]]]:
+    """The trust map of the group's Wiener reconstruction, with the pattern estimate and the
+    camera noise reused (live use: both are measured once per acquisition)."""
+    from mlsim_live.recon.wiener import WienerReconstructor
+    from mlsim_live.sim import Optics
+    from mlsim_live.trust import TrustMapper
+
+    optics_dict = input_info["params"].get("optics", {})
+    known = {
+        k: optics_dict[k] for k in ("na", "wavelength_nm", "pixel_size_um") if k in optics_dict
+    }
+    try:
+        wiener = WienerReconstructor(optics=Optics(**known) if known else None)
+        estimate = wiener.estimate(group)
+        sr = wiener.reconstruct(group)
+        start = time.perf_counter()
+        mapper = TrustMapper(estimate, workers=config.threads or -1)
+        mapper.compute(group, sr)  # fits the camera noise, builds the plan
+        init_s = time.perf_counter() - start
+    except MLSimError as exc:
+        return [], [{"model": "trust", "backend": TRUST, "reason": str(exc)}]
+    with PeakMemory() as mem:
+        times = time_calls(lambda: mapper.compute(group, sr), config.repeats, config.max_time_s)
+    row = _row("trust", TRUST, "numpy", "fp32", times, init_s, mem.mb, mem.kind)
+    row.note = "trust map of the Wiener reconstruction; pattern estimate and camera noise reused"
+    return [row], []
 
 
 def _row(

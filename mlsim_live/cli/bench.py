@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 BACKEND_HELP = (
     "torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-cuda-fp16, ort-tensorrt-fp16, wiener, "
-    "wiener-estimate"
+    "wiener-estimate, trust (the trust map, estimate reused)"
 )
 
 

@@ -309,10 +309,12 @@ class TrustResult:
     ----------
     trust : ndarray (2H, 2W) float32
         In [0, 1] on the reconstruction's grid; 1 = consistent with the raw data.
-    chi : ndarray (H, W) float32
-        Smoothed chi per camera pixel (square root of the reduced chi-square).
-    band_ratio : ndarray (H, W) float32
-        Local fraction of the reconstruction's energy beyond the SIM passband.
+    chi : ndarray (ceil(H/2), ceil(W/2)) float32
+        Smoothed chi (square root of the reduced chi-square; 1 for pure noise) per block of
+        2 x 2 camera pixels; `chi_sr` puts it on the reconstruction's grid.
+    band_ratio : ndarray (ceil(H/2), ceil(W/2)) float32
+        Local fraction of the reconstruction's energy beyond the SIM passband, per block of
+        2 x 2 camera pixels.
     figures : TrustFigures
     predict : callable
         Returns the raw frames the reconstruction predicts (after the fit), in ADU, as a
@@ -336,7 +338,8 @@ class TrustResult:
 
     def chi_sr(self) -> np.ndarray:
         """The chi map on the reconstruction's 2x grid."""
-        return upsample2_linear(self.chi)
+        shape = self.trust.shape
+        return upsample2_linear(upsample2_linear(self.chi))[: shape[0], : shape[1]]
 
 
 @dataclass(frozen=True)
@@ -505,8 +508,8 @@ class TrustMapper:
         trust = np.clip(upsample2_linear(trust_cam), 0.0, 1.0).astype(np.float32)
         return TrustResult(
             trust=trust,
-            chi=_from_half(chi_half, plan.shape),
-            band_ratio=_from_half(ratio.astype(np.float32), plan.shape),
+            chi=chi_half,
+            band_ratio=ratio.astype(np.float32),
             figures=figures,
             predict=lambda: fit.predicted(plan, band0, sides),
         )
