@@ -208,3 +208,27 @@ def test_constant_noise_when_the_photon_transfer_cannot_be_fitted(filaments_300)
     result = TrustMapper(estimate, noise=noise).compute(group.raw, wiener)
     assert result.figures.noise_source == "constant"
     assert np.isfinite(result.trust).all()
+
+
+def test_live_sink_maps_the_newest_group_off_the_caller_thread(filaments_300) -> None:
+    """``on_result`` hands the group over and returns at once; the newest group is mapped,
+    the ones it overtook are skipped and counted."""
+    import time
+    from types import SimpleNamespace
+
+    from mlsim_live.trust.sink import TrustSink
+
+    group, _, wiener = filaments_300
+    seen = []
+    sink = TrustSink(group.params.optics, on_map=lambda i, key, res: seen.append(i))
+    handed = []
+    for i in range(6):
+        start = time.perf_counter()
+        sink.on_result(SimpleNamespace(index=i, key={"time": i}, raw=group.raw, sr=wiener))
+        handed.append(time.perf_counter() - start)
+    sink.close()
+    assert max(handed) < 0.05
+    assert seen and seen[-1] == 5 and len(seen) + sink.skipped == 6
+    summary = sink.summary()
+    assert summary["trust_groups"] == len(seen)
+    assert summary["trust_flagged_fraction"]["p95"] < 0.05

@@ -138,3 +138,24 @@ def test_help_is_instant() -> None:
     code = "import sys, mlsim_live.cli.trust; print('numpy' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False"
+
+
+def test_replay_trust_writes_beside_the_sr_file(recorded, tmp_path: Path) -> None:
+    raw_path, _, _ = recorded
+    out = tmp_path / "rp"
+    args = ["replay", str(raw_path), "--out", str(out), "--method", "wiener", "--headless"]
+    assert main([*args, *OPTICS_ARGS, "--trust"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "cells_sr.tif",
+        "cells_summary.json",
+        "cells_trust.json",
+        "cells_trust.png",
+        "cells_trust.tif",
+    ]
+    assert tifffile.imread(out / "cells_trust.tif").shape == (2, 128, 128)
+    summary = json.loads((out / "cells_summary.json").read_text())
+    assert summary["trust_groups"] == 2
+    assert (
+        0.0 <= summary["trust_flagged_fraction"]["p50"] <= summary["trust_flagged_fraction"]["p95"]
+    )

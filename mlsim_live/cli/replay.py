@@ -78,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs and screenshot"
     )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also map every reconstruction's trust (on its own low-priority thread) into "
+        "<name>_trust.tif, .png and .json beside <name>_sr.tif",
+    )
     p.set_defaults(func=run)
 
 
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         wavelength_nm=args.wavelength_nm,
         offset_adu=args.offset,
         overwrite=args.overwrite,
+        trust=args.trust,
     )
     replay_run = ReplayRun(settings)
     if show:

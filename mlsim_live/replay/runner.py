@@ -254,6 +254,10 @@ class ReplaySettings:
         Camera offset to subtract instead of the reconstructor's own estimate.
     overwrite : bool
         Replace existing outputs.
+    trust : bool
+        Also map every reconstruction's trust (`mlsim_live.trust`, on its own low-priority
+        thread) into ``<name>_trust.tif``, ``.png`` and ``.json``; the summary gains
+        ``trust_flagged_fraction``.
     """
 
     input: Path
@@ -271,6 +275,7 @@ class ReplaySettings:
     wavelength_nm: float | None = None
     offset_adu: float | None = None
     overwrite: bool = False
+    trust: bool = False
 
     def __post_init__(self) -> None:
         check_fps(self.fps)
@@ -329,6 +334,9 @@ class ReplayRun:
             self.name = s.name or self.source.name
             self.sr_path, self.summary_path = output_paths(s.out, self.name)
             check_outputs_free([self.sr_path, self.summary_path], s.overwrite)
+            self.trust_sink = _trust_sink(s, self.source, self.name) if s.trust else None
+            if self.trust_sink is not None:
+                sinks = [*sinks, self.trust_sink]
             if reconstructor is None:
                 reconstructor = _make_reconstructor(s, self.source)
             warm_up(reconstructor, self.source.frame_shape)
@@ -405,7 +413,10 @@ class ReplayRun:
         try:
             s.out.mkdir(parents=True, exist_ok=True)
             check_folder_writable(s.out)
-            remove_orphans(s.out, [self.sr_path.name, self.summary_path.name])
+            names = [self.sr_path.name, self.summary_path.name]
+            if self.trust_sink is not None and self.trust_sink.paths is not None:
+                names += [p.name for p in self.trust_sink.paths.all()]
+            remove_orphans(s.out, names)
             tmp = temp_path_for(self.sr_path)
             writer = SRTiffWriter(tmp, overwrite=True)
             self.pipeline.add_sink(writer)
@@ -425,8 +436,12 @@ class ReplayRun:
             summary["sr_groups_written"] = writer.groups_written
             if not writer.groups_written:
                 summary["sr_file"] = None
+            if self.trust_sink is not None:
+                summary.update(self.trust_sink.summary())
             write_summary(self.summary_path, summary, overwrite=s.overwrite)
         except BaseException:
+            if self.trust_sink is not None:
+                self.trust_sink.remove_outputs()
             if tmp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
@@ -497,6 +512,30 @@ def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Recons
     model = settings.model if method in LEARNED_METHODS else None
     return make_stream_reconstructor(
         method, model=model, optics=optics, offset_adu=settings.offset_adu
+    )
+
+
+def _trust_sink(settings: ReplaySettings, source: FrameSource, name: str) -> Any:
+    """The sink that maps every group's trust into ``<name>_trust.*`` (optics by the one
+    rule, as the reconstructor's)."""
+    from mlsim_live.live.writer import check_outputs_free
+    from mlsim_live.sim.optics import OpticsValues, resolve_optics
+    from mlsim_live.trust.output import TrustPaths
+    from mlsim_live.trust.sink import TrustSink
+
+    paths = TrustPaths.beside(settings.out, name)
+    check_outputs_free(paths.all(), settings.overwrite)
+    options = OpticsValues(settings.na, settings.wavelength_nm, settings.pixel_size_um)
+    recording = OpticsValues(
+        getattr(source, "na", None), getattr(source, "wavelength_nm", None), source.pixel_size_um
+    )
+    optics = resolve_optics(options, recording, where=str(source.path))
+    return TrustSink(
+        optics,
+        every=True,
+        paths=paths,
+        offset_adu=settings.offset_adu,
+        overwrite=settings.overwrite,
     )
 
 
