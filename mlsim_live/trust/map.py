@@ -265,6 +265,12 @@ class TrustFigures:
         Median of the smoothed chi (square root of the reduced chi-square; 1 for pure noise).
     chi_p95 : float
         Its 95th percentile.
+    residual_scale : float
+        Spread (median absolute deviation) of the PSF-smoothed mean residual of the frames
+        over the image, in units of what the noise model allows (about 1 for a reconstruction
+        that explains the data; above 2, the image as a whole disagrees with the data). The
+        map measures local departures against the larger of this spread and the noise, so
+        this figure is the whole image's verdict and the map shows where it is worst.
     gain : float
         Fitted mean gain: raw counts (ADU) per unit of the reconstruction.
     noise_source : str
@@ -281,6 +287,7 @@ class TrustFigures:
     band_flagged_fraction: float
     chi_median: float
     chi_p95: float
+    residual_scale: float
     gain: float
     noise_source: str
     transfer_band0: tuple[float, ...] = ()
@@ -296,6 +303,7 @@ class TrustFigures:
             "band_flagged_fraction": self.band_flagged_fraction,
             "chi_median": self.chi_median,
             "chi_p95": self.chi_p95,
+            "residual_scale": self.residual_scale,
             "gain": self.gain,
             "noise_source": self.noise_source,
         }
@@ -484,7 +492,7 @@ class TrustMapper:
         # smoothed maps on a grid of 2 x 2 camera pixels (they are smooth on the PSF scale),
         # brought back to the reconstruction's grid at the end
         chi2_s = _smooth(chi2, plan.sigma_half)
-        z = _coherent_z(plan, _to_half(mean_z))
+        z, residual_scale = _coherent_z(plan, _to_half(mean_z))
         ratio = self._band_ratio(plan, spec, img)
         s = self.settings
         excess = np.maximum(chi2_s - 1.0, 0.0) / (s.chi2_flag - 1.0)
@@ -499,6 +507,7 @@ class TrustMapper:
             band_flagged_fraction=float(np.mean(t_band[inner] < FLAG_LEVEL)),
             chi_median=float(np.median(chi_half[inner])),
             chi_p95=float(np.percentile(chi_half[inner], 95)),
+            residual_scale=float(residual_scale),
             gain=float(fit.gain),
             noise_source=self.noise.source,
             transfer_band0=_rounded(self.transfer[0] if self.transfer else None),
@@ -1175,7 +1184,7 @@ def _residuals(
     return chi2 / n, mean_z.astype(np.float32, copy=False), total / n
 
 
-def _coherent_z(plan: _Plan, mean_z: np.ndarray) -> np.ndarray:
+def _coherent_z(plan: _Plan, mean_z: np.ndarray) -> tuple[np.ndarray, float]:
     """The mean normalized residual smoothed over the PSF scale, in its standard deviations
     (on the grid of 2 x 2 camera pixels).
 
@@ -1186,7 +1195,7 @@ def _coherent_z(plan: _Plan, mean_z: np.ndarray) -> np.ndarray:
     z = _smooth(mean_z, plan.sigma_half) / np.float32(np.sqrt(plan.kernel_sq))
     inner = z[plan.half_interior]
     mad = 1.4826 * float(np.median(np.abs(inner - np.median(inner))))
-    return z / np.float32(max(1.0, mad))
+    return z / np.float32(max(1.0, mad)), mad
 
 
 # --------------------------------------------------------------------------------------------

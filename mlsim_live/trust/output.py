@@ -78,6 +78,7 @@ def summarize(figures: list[TrustFigures | None]) -> dict[str, Any]:
         return {"groups": len(figures), "groups_mapped": 0}
     flagged = np.array([f.flagged_fraction for f in done])
     chi = np.array([f.chi_median for f in done])
+    scale = np.array([f.residual_scale for f in done])
     return {
         "groups": len(figures),
         "groups_mapped": len(done),
@@ -87,6 +88,7 @@ def summarize(figures: list[TrustFigures | None]) -> dict[str, Any]:
             "mean": float(flagged.mean()),
         },
         "chi_median": {"p50": float(np.percentile(chi, 50))},
+        "residual_scale": {"p50": float(np.percentile(scale, 50))},
     }
 
 
