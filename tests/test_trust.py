@@ -124,7 +124,7 @@ def test_distrust_follows_the_true_error_over_held_out_tiles() -> None:
     reconstructed by the end-to-end model and as widefield; 16 x 16 camera-pixel tiles. The
     true error is the tile's RMSE against the ground truth (each image mapped onto the ground
     truth's scale) in units of the shot noise, ``sqrt(peak photons)``: what raw data can show
-    to be wrong. Without that normalization the correlation is lower (about 0.5 over these
+    to be wrong. Without that normalization the correlation is lower (0.47 over these
     tiles: at low photon counts large errors are consistent with the data)."""
     pytest.importorskip("onnxruntime")
     from mlsim_live.recon import make_reconstructor
