@@ -55,6 +55,11 @@ class TrustSink:
     on_map : callable, optional
         ``on_map(result_index, key, trust_result)`` after each map, on the trust thread (the
         viewer's overlay); it must return quickly.
+
+    Attributes
+    ----------
+    enabled : bool
+        While False, groups handed over are ignored (the viewer's overlay switched off).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class TrustSink:
         if paths is not None and not every:
             raise MLSimError("trust files need every group mapped; expected every=True")
         self.every = every
+        self.enabled = True
         self.paths = paths
         self.overwrite = overwrite
         self.on_map = on_map
@@ -90,7 +96,9 @@ class TrustSink:
 
     # ----------------------------------------------------------------------------------------
     def on_result(self, result: Any) -> None:
-        """Hand a `GroupResult` over (never blocks)."""
+        """Hand a `GroupResult` over (never blocks); ignored while ``enabled`` is False."""
+        if not self.enabled:
+            return
         item = (int(result.index), dict(result.key), result.raw, result.sr)
         with self._cond:
             if self._closing:

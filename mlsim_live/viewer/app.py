@@ -249,6 +249,11 @@ def run_with_viewer(
     """
     window, sink = open_viewer(stats_fn=stats_fn, on_close=stop, simulated=simulated, title=title)
     add_sink(sink)
+    from mlsim_live.trust.sink import TrustSink
+
+    trust = TrustSink(every=False)  # maps only while the overlay is on (key T)
+    window.attach_trust(trust)
+    add_sink(trust)
     outcome: dict[str, Any] = {}
 
     def work() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,18 @@ class _ElidedLabel(QtWidgets.QLabel):
         width = self.width() - margins.left() - margins.right() - 2 * self.margin() - 8
         shown = self.fontMetrics().elidedText(self._full_text, self._elide, max(width, 0))
         super().setText(shown)
+
+
+def trust_rgba(trust: np.ndarray) -> np.ndarray:
+    """RGBA uint8 overlay of a trust map: flagged pixels (below 0.5) in red, the more opaque
+    the lower their trust; the rest transparent."""
+    t = np.asarray(trust, dtype=np.float32)
+    rgba = np.zeros((*t.shape, 4), np.uint8)
+    flagged = t < 0.5
+    rgba[flagged, 0], rgba[flagged, 1], rgba[flagged, 2] = 255, 60, 30
+    depth = np.clip((0.5 - t) / 0.5, 0.0, 1.0)
+    rgba[..., 3] = np.where(flagged, 90 + 130 * depth, 0).astype(np.uint8)
+    return rgba
 
 
 class _Panel:
@@ -219,9 +232,12 @@ class SIMViewer(QtWidgets.QMainWindow):
     -------
     closed()
         The window was closed.
+    trust_ready()
+        A new trust map is waiting (emitted from the trust thread; see `attach_trust`).
     """
 
     closed = QtCore.Signal()
+    trust_ready = QtCore.Signal()
 
     def __init__(
         self,
@@ -249,6 +265,11 @@ class SIMViewer(QtWidgets.QMainWindow):
         self._geometry_key: tuple[Any, ...] | None = None
         self._stats_failed = False
         self._display_failed = False
+        self._trust_on = False
+        self._trust_sink: Any = None
+        self._trust_lock = threading.Lock()
+        self._trust_waiting: tuple[int, np.ndarray, float] | None = None
+        self._trust: tuple[int, np.ndarray, float] | None = None
         self._build_ui()
         if sink is not None:
             self.attach_sink(sink)
@@ -285,6 +306,15 @@ class SIMViewer(QtWidgets.QMainWindow):
         toolbar.addWidget(self.spectrum_box)
         toolbar.addSeparator()
 
+        self.trust_box = QtWidgets.QCheckBox("Trust overlay")
+        self.trust_box.setToolTip(
+            "Colour the SR pixels that the raw frames do not support (key T); mapped for the "
+            "newest group on a low-priority thread, never delaying the reconstruction"
+        )
+        self.trust_box.toggled.connect(lambda on: self._guarded(self.set_trust_overlay, on))
+        toolbar.addWidget(self.trust_box)
+        toolbar.addSeparator()
+
         auto = QtWidgets.QPushButton("Auto levels")
         auto.setToolTip("Let both histograms follow each frame again (A)")
         auto.clicked.connect(lambda: self._guarded(self.reset_levels))
@@ -312,6 +342,13 @@ class SIMViewer(QtWidgets.QMainWindow):
 
         self.left_panel = _Panel("Widefield")
         self.sr_panel = _Panel("Super-resolution")
+        self.trust_item = pg.ImageItem(axisOrder="row-major")
+        self.trust_item.setZValue(10)
+        self.trust_item.setVisible(False)
+        self.sr_panel.view.addItem(self.trust_item)
+        self.trust_ready.connect(
+            lambda: self._guarded(self._on_trust_ready), QtCore.Qt.ConnectionType.QueuedConnection
+        )
         self.sr_panel.view.setXLink(self.left_panel.view)
         self.sr_panel.view.setYLink(self.left_panel.view)
         central = QtWidgets.QWidget()
@@ -333,6 +370,7 @@ class SIMViewer(QtWidgets.QMainWindow):
             "F": lambda: self.set_spectrum(not self._spectrum),
             "A": self.reset_levels,
             "W": lambda: self.set_raw_frame(None),
+            "T": lambda: self.set_trust_overlay(not self._trust_on),
         }
         for k in range(N_RAW):
             shortcuts[str(k + 1)] = lambda k=k: self.set_raw_frame(k)
@@ -465,6 +503,65 @@ class SIMViewer(QtWidgets.QMainWindow):
             return self.sr_panel
         raise MLSimError(f"unknown panel {name!r}; expected 'left' or 'sr'")
 
+    # -- trust overlay -----------------------------------------------------------------------
+    def attach_trust(self, sink: Any) -> None:
+        """Show the maps of ``sink`` (a `mlsim_live.trust.sink.TrustSink` the pipeline feeds)
+        as the trust overlay; the sink maps only while the overlay is on."""
+        self._trust_sink = sink
+        sink.enabled = self._trust_on
+        sink.on_map = self._on_trust_map
+
+    def _on_trust_map(self, index: int, key: Mapping[str, Any], result: Any) -> None:
+        """Trust thread: keep the newest map and notify the GUI thread (never blocks)."""
+        with self._trust_lock:
+            pending = self._trust_waiting is not None
+            self._trust_waiting = (index, result.trust, result.figures.flagged_fraction)
+        if not pending:
+            self.trust_ready.emit()
+
+    def _on_trust_ready(self) -> None:
+        with self._trust_lock:
+            waiting, self._trust_waiting = self._trust_waiting, None
+        if waiting is None or self._is_closed:
+            return
+        self._trust = waiting
+        self._draw_trust()
+        self.update_status()
+
+    @property
+    def trust_overlay(self) -> bool:
+        """True while the trust overlay is on."""
+        return self._trust_on
+
+    def set_trust_overlay(self, on: bool) -> None:
+        """Show the trust overlay on the SR image (True) or hide it; the trust thread maps
+        groups only while it is on."""
+        self._trust_on = bool(on)
+        if self._trust_sink is not None:
+            self._trust_sink.enabled = self._trust_on
+        self.trust_box.blockSignals(True)
+        self.trust_box.setChecked(self._trust_on)
+        self.trust_box.blockSignals(False)
+        self._draw_trust()
+        self.update_status()
+
+    def displayed_trust(self) -> np.ndarray | None:
+        """The RGBA overlay on the SR image, or None when it is hidden."""
+        if not self.trust_item.isVisible():
+            return None
+        return self.trust_item.image
+
+    def _draw_trust(self) -> None:
+        trust = self._trust
+        result = self._result
+        if not self._trust_on or self._spectrum or trust is None or result is None:
+            self.trust_item.setVisible(False)
+            return
+        h, w = np.shape(result.widefield)[-2:]
+        self.trust_item.setImage(trust_rgba(trust[1]), autoLevels=False)
+        self.trust_item.setRect(QtCore.QRectF(0.0, 0.0, float(w), float(h)))
+        self.trust_item.setVisible(True)
+
     # -- drawing -----------------------------------------------------------------------------
     def _left_image(self, result: GroupResult) -> tuple[np.ndarray, str]:
         index = self._raw_index
@@ -506,6 +603,7 @@ class SIMViewer(QtWidgets.QMainWindow):
         show_bar = not self._spectrum
         for panel in (self.left_panel, self.sr_panel):
             panel.set_scale_bar(result.pixel_size_um, w, show_bar)
+        self._draw_trust()
 
         geometry = (self._spectrum, left.shape, sr.shape)
         if geometry != self._geometry_key:  # new mode or image size: fit the view once
@@ -553,6 +651,13 @@ class SIMViewer(QtWidgets.QMainWindow):
             model=result.reconstructor if result else None,
             latency_ms=result.latency_ms if result else None,
         )
+        if self._trust_on:
+            trust = self._trust
+            text += (
+                " · trust: mapping…"
+                if trust is None
+                else f" · trust: {trust[2]:.1%} flagged (group #{trust[0]})"
+            )
         if self._finished:
             text += " · acquisition finished"
         self.stats_label.setText(text)
