@@ -19,17 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def add_method_option(p: argparse.ArgumentParser) -> None:
-    """``--method`` of the live-path commands: default rcan with a model, else wiener."""
+    """``--method`` of the live-path commands: the default learned method, else wiener."""
     p.add_argument(
         "--method",
         choices=METHODS,
-        help="reconstruction method (default: rcan with --model or the default model; wiener "
-        "when no default model is installed)",
+        help="reconstruction method (default: wiener-rcan, or the method of the --model given; "
+        "wiener when no default model is installed)",
     )
 
 
 def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The method, and the model file for rcan (the default model when none is given)."""
+    """The method, and the model file of a learned method (its shipped model when none is
+    given)."""
     from mlsim_live.errors import MLSimError
     from mlsim_live.paths import default_model_path
     from mlsim_live.recon import default_method
@@ -56,14 +57,14 @@ def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
 def live_method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The method and model of ``--method``/``--model``, by the rule of ``reconstruct``.
 
-    Without ``--method``: rcan when ``--model`` is given or the default model is installed,
-    else wiener, said in a warning before the run starts.
+    Without ``--method``: the method of ``--model`` when given, else the default learned method
+    when its model is installed, else wiener, said in a warning before the run starts.
     """
     method, model = method_and_model(args)
     if getattr(args, "method_fallback", False):
         log.warning(
             "no default model is installed; reconstructing with --method wiener "
-            "(--model PATH for rcan)"
+            "(--model PATH for a learned method)"
         )
     return method, model
 

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         default="rcan",
         choices=METHODS,
-        help="reconstruction method for --live (default rcan)",
+        help="reconstruction method for --live (default rcan, the end-to-end model)",
     )
     live.add_argument("--model", type=Path, help="ONNX model for --live (default: shipped model)")
     live.add_argument("--groups", type=int, default=30, help="groups for --live (default 30)")

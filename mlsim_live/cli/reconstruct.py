@@ -32,9 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         choices=METHODS,
-        help="rcan (default when the default model is installed), wiener or widefield",
+        help="wiener-rcan (default when its model is installed), rcan, wiener or widefield",
     )
-    p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
+    p.add_argument(
+        "--model",
+        type=Path,
+        metavar="PATH",
+        help="ONNX model for a learned method (wiener-rcan, rcan)",
+    )
     p.add_argument(
         "--order",
         choices=ORDERS,
