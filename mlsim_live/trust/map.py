@@ -3,18 +3,20 @@
 Two checks, combined pixel by pixel into one map in [0, 1] (1 = consistent with the data, a
 pixel is *flagged* below 0.5):
 
-1. **Forward residual.** The reconstruction is re-imaged through the estimated SIM forward
-   model: its spectrum is divided by the resolution it claims (by default the SIM OTF of
-   cutoff ``fc + |k|``, the apodization of the Wiener reconstruction and the simulator's
-   ground truth), modulated by each angle's pattern ``1 + m cos(2 pi k.r + phi)``, blurred by
-   the detection OTF (with the estimate's damping and the camera-pixel aperture) and sampled on
-   the camera grid. A smooth gain field and a smooth offset field (low-order polynomials: the
-   illumination's unevenness and the out-of-focus haze, which a reconstruction may leave out)
-   and per frame the band-0 weight and the modulation's amplitude and phase are fitted by
-   robust weighted least squares. The residual against the measured frames, normalized by the
-   expected noise (Poisson plus read noise from the judge's photon-transfer fit,
-   `mlsim_live.judge.photons`, plus a small model-error floor), gives a reduced chi-square per
-   camera pixel, averaged over the 9 frames and smoothed over the PSF scale.
+1. **Forward residual.** The reconstruction (mirrored beyond its borders) is re-imaged
+   through the estimated SIM forward model: its spectrum is divided by the resolution it
+   claims (by default the SIM OTF of cutoff ``fc + |k|``, the apodization of the Wiener
+   reconstruction and the simulator's ground truth), modulated by each angle's pattern
+   ``1 + m cos(2 pi k.r + phi)``, blurred by the detection OTF (with the estimate's damping and
+   the camera-pixel aperture) and sampled on the camera grid. A gain (a robust median over
+   tiles, with a gentle gradient for uneven illumination), an offset with a smooth haze field
+   (out-of-focus light, which a reconstruction may leave out) and per frame the band-0 weight
+   and the modulation's amplitude and phase are fitted by robust weighted least squares. The
+   residual against the measured frames, normalized by the expected noise (shot and read noise
+   from the judge's photon-transfer fit, `mlsim_live.judge.photons`, the camera's fixed
+   pattern, and a model-error floor), gives two statistics smoothed over the PSF scale: the
+   reduced chi-square over the 9 frames, and the mean residual of the frames in its own
+   standard deviations (sensitive to structure the data lack long before the chi-square).
 2. **Unsupported band.** The local energy of the reconstruction beyond the SIM passband (the
    union of the detection passband and its copies shifted by ``+-k`` of each angle), which no
    raw frame can support and the forward residual cannot see, relative to the local energy of
@@ -68,8 +70,6 @@ SMOOTH_TRUNCATE = 3.0
 BAND_SKIP_FRACTION = 0.01
 #: Pixels used per frame for the gain/offset fit (a regular subsample).
 FIT_PIXELS_PER_FRAME = 4096
-#: Huber threshold, in standard deviations, of the robust fit.
-HUBER_SIGMAS = 3.0
 #: Tukey biweight cut-off, in standard deviations, of the final rounds.
 TUKEY_SIGMAS = 6.0
 #: Tiles of the robust gain fit, in PSF widths (FWHM).
@@ -393,7 +393,6 @@ class _Plan:
     interp_x: np.ndarray  # (W, nx)
     init_coef: np.ndarray  # (9, 3): band-0 weight, Re and Im weights per frame
     interior: np.ndarray  # (H, W) bool
-    sparse_interior: tuple[slice, slice]  # every other pixel of the interior (for quantiles)
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -748,7 +747,6 @@ def _make_plan(est: GroupEstimate, settings: TrustSettings) -> _Plan:
         interp_x=_interp_matrix(ix, w),
         init_coef=init,
         interior=interior,
-        sparse_interior=(slice(border, h - border, 2), slice(border, w - border, 2)),
     )
 
 
@@ -881,11 +879,11 @@ def _fit(
 ) -> _Fit:
     """Robust weighted least squares on a regular subsample of the pixels.
 
-    First one gain, one offset and the per-frame band weights (Huber weights: a start that
-    unsupported structure cannot drag far); then the smooth gain field and the smooth offset
-    field (a normalized convolution of the residual, for out-of-focus haze that a
-    reconstruction may leave out), with Tukey's biweight, which gives pixels the model cannot
-    explain no weight at all.
+    First one gain (the median of tile gains, which structure the data do not hold cannot
+    drag far), one offset and the per-frame band weights; then the gain's gentle gradient and
+    the smooth offset field (a normalized convolution of the residual, for out-of-focus haze
+    that a reconstruction may leave out). Every round reweights with Tukey's biweight (wider
+    in the first), which gives pixels the model cannot explain no weight at all.
     """
     iy, ix = plan.fit_index
     y = frames[:, iy, ix].astype(np.float64)  # (9, n)
