@@ -152,12 +152,7 @@ def noise_transfer_points(
     k, h, w = frames.shape
     if k < 2:
         raise MLSimError(f"{k} frame(s) per angle; expected at least 2 to measure noise")
-    win1 = np.hanning(tile_px + 2)[1:-1]
-    win = np.outer(win1, win1)
-    w2sum = float((win**2).sum())
-    fy = np.fft.fftfreq(tile_px)[:, None]
-    fx = np.fft.rfftfreq(tile_px)[None, :]
-    band = (np.hypot(fy, fx) > noise_band_cycles_per_px) & (fx > 0) & (fx < 0.5)
+    win, w2sum, band = _tile_window_and_band(tile_px, noise_band_cycles_per_px)
     if band.sum() < 8:
         raise MLSimError(
             f"too few noise-only frequencies beyond {noise_band_cycles_per_px:.3f} cycles/pixel "
@@ -188,17 +183,24 @@ def noise_transfer_points(
     return np.column_stack([levels, variance])
 
 
+def _tile_window_and_band(
+    tile_px: int, noise_band_cycles_per_px: float
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """The tiles' Hann window, its sum of squares, and the noise-only band of their rfft2."""
+    win1 = np.hanning(tile_px + 2)[1:-1]
+    win = np.outer(win1, win1)
+    fy = np.fft.fftfreq(tile_px)[:, None]
+    fx = np.fft.rfftfreq(tile_px)[None, :]
+    band = (np.hypot(fy, fx) > noise_band_cycles_per_px) & (fx > 0) & (fx < 0.5)
+    return win, float((win**2).sum()), band
+
+
 def fixed_pattern_power(
     frames: np.ndarray, noise_band_cycles_per_px: float, tile_px: int = 32
 ) -> np.ndarray:
     """Per tile: noise-band power per pixel of the mean of all frames (same tiles as
     `noise_transfer_points`): the fixed pattern's variance plus the noise variance / n."""
-    win1 = np.hanning(tile_px + 2)[1:-1]
-    win = np.outer(win1, win1)
-    w2sum = float((win**2).sum())
-    fy = np.fft.fftfreq(tile_px)[:, None]
-    fx = np.fft.rfftfreq(tile_px)[None, :]
-    band = (np.hypot(fy, fx) > noise_band_cycles_per_px) & (fx > 0) & (fx < 0.5)
+    win, w2sum, band = _tile_window_and_band(tile_px, noise_band_cycles_per_px)
     mean_frame = frames.mean(axis=0)
     h, w = mean_frame.shape
     step = max(1, tile_px // 2)
