@@ -157,13 +157,16 @@ def test_cli_train_and_fine_tune(tmp_path: Path) -> None:
     ft = ["train", "--init", str(run / "last.pt"), "--out", str(tuned), "--steps", "1"]
     ft += ["--na", "1.2", "--wavelength-nm", "600", "--pixel-size-um", "0.1"]
     ft += ["--batch-size", "2", "--val-size", "2", "--workers", "0", "--patch", "16"]
+    ft += ["--photons", "0.5", "5000", "--sample-weight", "beads=2"]
     assert main(ft) == 0
     ckpt = load_checkpoint(tuned / "last.pt")
     assert ckpt["step"] == 1 and ckpt["init"].endswith("last.pt")
     ranges = ckpt["data"]["ranges"]
     assert ranges["na"] == [1.2, 1.2] and ranges["wavelength_nm"] == [600.0, 600.0]
     assert ranges["pixel_size_um"] == [0.1, 0.1]
-    assert ranges["peak_photons"] == [10.0, 5000.0]  # the rest stays randomized
+    assert ranges["peak_photons"] == [0.5, 5000.0]
+    assert ranges["modulation"] == [0.4, 1.0]  # the rest stays randomized
+    assert ckpt["data"]["sample_weights"]["beads"] == 2.0
     assert ckpt["train"]["lr"] == pytest.approx(1e-4)
     # the fine-tuned weights started from the base weights
     base = load_checkpoint(run / "last.pt")["model"]
@@ -174,6 +177,11 @@ def test_cli_train_and_fine_tune(tmp_path: Path) -> None:
     assert main(["train", "--out", str(run), "--preset", "tiny", "--steps", "2"]) == 2
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert main(["train", "--out", str(tmp_path / "x"), "--preset", "nope"]) == 2
+    bad = ["train", "--out", str(tmp_path / "y"), "--preset", "tiny"]
+    assert main([*bad, "--photons", "5", "1"]) == 2
+    assert main([*bad, "--sample-weight", "comets=1"]) == 2
+    assert main([*bad, "--sample-weight", "beads=-1"]) == 2
+    assert main(["train", "--out", str(run), "--resume", "--photons", "1", "2"]) == 2
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:

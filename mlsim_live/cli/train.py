@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from dataclasses import replace
 from typing import Any
 
 DESCRIPTION = """\
@@ -65,6 +66,21 @@ def register(subparsers: Any) -> None:
         "0.98 of the cutoff, aberrations, patterned haze and frame jitter (default for the "
         "prior presets)",
     )
+    p.add_argument(
+        "--photons",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="peak photons per pixel drawn log-uniformly between LO and HI (10 5000)",
+    )
+    p.add_argument(
+        "--sample-weight",
+        action="append",
+        default=None,
+        metavar="KIND=W",
+        help="relative frequency of one sample kind (repeatable), e.g. beads=2",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--init", default=None, metavar="CHECKPOINT", help="start from these weights")
@@ -90,6 +106,36 @@ _SETTINGS = {
 }
 
 
+def _photon_range(values: list[float]) -> tuple[float, float]:
+    """Check ``--photons LO HI``."""
+    from mlsim_live.errors import MLSimError
+
+    lo, hi = float(values[0]), float(values[1])
+    if not 0 < lo <= hi:
+        raise MLSimError(f"--photons {lo:g} {hi:g}: expected 0 < LO <= HI")
+    return lo, hi
+
+
+def _sample_weights(base: dict[str, float], items: list[str]) -> dict[str, float]:
+    """Apply ``--sample-weight KIND=W`` items to the default weights."""
+    from mlsim_live.errors import MLSimError
+
+    weights = dict(base)
+    for item in items:
+        kind, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or kind not in weights or weight < 0:
+            raise MLSimError(
+                f"--sample-weight {item!r}: expected KIND=W with W >= 0 and KIND one of "
+                f"{sorted(weights)}"
+            )
+        weights[kind] = weight
+    return weights
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -110,8 +156,13 @@ def run(args: argparse.Namespace) -> int:
         "wavelength_nm": args.wavelength_nm,
         "pixel_size_um": args.pixel_size_um,
     }
-    if any(v is not None for v in optics.values()) and args.resume:
-        raise MLSimError("--na/--wavelength-nm/--pixel-size-um start a run; expected no --resume")
+    if args.resume and (
+        any(v is not None for v in optics.values()) or args.photons or args.sample_weight
+    ):
+        raise MLSimError(
+            "--na/--wavelength-nm/--pixel-size-um/--photons/--sample-weight start a run; "
+            "expected no --resume"
+        )
     data_config = None
     if not args.resume:
         from mlsim_live.sim import realistic_ranges
@@ -121,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
             "realistic" if str(args.preset or "").startswith("prior") else "default"
         )
         ranges = realistic_ranges(base.ranges) if physics == "realistic" else base.ranges
+        if args.photons is not None:
+            ranges = replace(ranges, peak_photons=_photon_range(args.photons))
         data_config = DataConfig(
             patch_px=args.patch,
             ranges=narrowed_ranges(ranges, **optics),
-            sample_weights=base.sample_weights,
+            sample_weights=_sample_weights(base.sample_weights, args.sample_weight or []),
         )
     elif args.physics is not None:
         raise MLSimError("--physics starts a run; expected no --resume")
