@@ -8,6 +8,8 @@ DEFAULT_LEARNED_METHOD = "wiener-rcan"
 ORDERS = ("angle-major", "phase-major")
 #: Queue policies of the live worker: ``latest`` drops the oldest waiting groups, ``all`` none.
 POLICIES = ("latest", "all")
+#: Acquisition engines of ``demo`` and ``live``; the first is the default.
+ENGINES = ("pycromanager", "pymmcore-plus")
 
 #: Pattern angles and phases of one SIM group; a group is ``GROUP_SIZE`` raw frames, angle-major.
 N_ANGLES = 3

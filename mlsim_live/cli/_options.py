@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.constants import LEARNED_METHODS, METHODS
+from mlsim_live.constants import ENGINES, LEARNED_METHODS, METHODS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,18 @@ def add_method_option(p: argparse.ArgumentParser) -> None:
         choices=METHODS,
         help="reconstruction method (default: wiener-rcan, or the method of the --model given; "
         "wiener when no default model is installed)",
+    )
+
+
+def add_engine_option(p: argparse.ArgumentParser) -> None:
+    """``--engine`` of ``demo`` and ``live``: who runs the acquisition."""
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=ENGINES[0],
+        help="pycromanager: Pycro-Manager's acquisition engine, raw NDTiff dataset (default); "
+        "pymmcore-plus: a useq MDA on pymmcore-plus, the pattern presets as channels, raw "
+        "OME-TIFF",
     )
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mlsim_live.cli._options import add_method_option
+from mlsim_live.cli._options import add_engine_option, add_method_option
 from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo configuration sets the pattern per event; SIMULATED SIM optics turn each camera "
         "frame into a physically simulated raw frame of that pattern. Frames are reconstructed "
         "live, shown, and saved as in a real acquisition: the raw NDTiff dataset DIR/<name>_N, "
-        "DIR/<name>_N_sr.tif and DIR/<name>_N_summary.json.",
+        "DIR/<name>_N_sr.tif and DIR/<name>_N_summary.json. With --engine pymmcore-plus a "
+        "pymmcore-plus core runs a useq MDA whose channels are the 9 SIM presets instead, and "
+        "the raw frames go to DIR/<name>_N.ome.tif.",
     )
+    add_engine_option(p)
     p.add_argument(
         "--groups",
         type=int,
@@ -83,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         sample=args.sample,
         seed=args.seed,
     )
-    demo = DemoRun(settings)
+    if args.engine == "pymmcore-plus":
+        from mlsim_live.live.plus_demo import PlusDemoRun
+
+        demo: DemoRun = PlusDemoRun(settings)
+    else:
+        demo = DemoRun(settings)
     if show:
         summary = run_acquisition_with_viewer(demo, args.screenshot, args.overwrite)
     else:

@@ -190,6 +190,8 @@ class DemoRun:
         Instead of ``settings.method``/``settings.model`` (tests inject fakes here).
     """
 
+    engine = "pycromanager"
+
     def __init__(
         self,
         settings: DemoSettings,
@@ -197,10 +199,11 @@ class DemoRun:
         reconstructor: Reconstructor | None = None,
     ) -> None:
         self.settings = settings
-        self.core = start_demo_core()
-        configure_camera(self.core, settings.size, float(settings.exposure_ms or 0.0))
+        self.core = self._start_core()
+        camera_core = self._snake_case_core()
+        configure_camera(camera_core, settings.size, float(settings.exposure_ms or 0.0))
         self.optics = SimulatedSIMOptics(
-            size=settings.size, sample=settings.sample, seed=settings.seed, core=self.core
+            size=settings.size, sample=settings.sample, seed=settings.seed, core=camera_core
         )
         self.name = settings.name
         created: list[Path] = []
@@ -219,12 +222,25 @@ class DemoRun:
                     folder.rmdir()
             raise
         self.processor.extra_summary["simulation"] = self.optics.describe()
-        self.acquisition = SIMAcquisition(
+        self.acquisition = self._make_acquisition()
+
+    # ---- what differs between engines (see mlsim_live.live.plus_demo) ----
+    def _start_core(self) -> Any:
+        """The demo core, started once per process."""
+        return start_demo_core()
+
+    def _snake_case_core(self) -> Any:
+        """The core with Pycro-Manager's snake_case method names (camera setup, optics)."""
+        return self.core
+
+    def _make_acquisition(self) -> Any:
+        """The acquisition loop: anything with ``run()``, ``stop()`` and ``dataset_path``."""
+        return SIMAcquisition(
             self.processor,
-            settings,
+            self.settings,
             stages=(self.optics,),
             post_hardware_hook=self.optics.post_hardware_hook,
-            dataset_name=self.name if settings.out is not None else None,
+            dataset_name=self.name if self.settings.out is not None else None,
         )
 
     def _make_processor(
@@ -266,5 +282,5 @@ class DemoRun:
 
     @property
     def dataset_path(self) -> Path | None:
-        """The raw NDTiff dataset, once the run has ended."""
+        """The raw dataset (NDTiff folder, or OME-TIFF for pymmcore-plus), once the run ended."""
         return self.acquisition.dataset_path
