@@ -24,7 +24,7 @@ from scipy import stats
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
-from mlsim_live.recon.estimate import as_group, estimate_cutoff
+from mlsim_live.recon.measure import as_group, estimate_cutoff
 
 log = logging.getLogger(__name__)
 

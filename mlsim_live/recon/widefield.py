@@ -8,7 +8,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from mlsim_live.errors import MLSimError
-from mlsim_live.recon.estimate import as_group, estimate_background
+from mlsim_live.recon.measure import as_group, estimate_background
 
 Upsampling = Literal["fourier", "linear"]
 UPSAMPLINGS = ("fourier", "linear")

@@ -14,19 +14,16 @@ from scipy import fft as sfft
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.recon.base import N_ANGLES, N_PHASES
-from mlsim_live.recon.estimate import (
-    GroupEstimate,
+from mlsim_live.recon.estimate import estimate_pattern
+from mlsim_live.recon.fourier import frequency_radius, otf_model, separation_matrix
+from mlsim_live.recon.measure import (
     as_group,
     equalize_frames,
     estimate_background,
-    estimate_pattern,
     estimate_signal_level,
-    format_estimate,
-    frequency_radius,
     noise_std,
-    otf_model,
-    separation_matrix,
 )
+from mlsim_live.recon.pattern_estimate import GroupEstimate, format_estimate
 from mlsim_live.recon.widefield import (
     border_factors,
     pad_half_spectrum,
