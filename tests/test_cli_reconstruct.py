@@ -221,7 +221,7 @@ def test_unexpected_error_exits_1_as_the_help_says(
     monkeypatch: pytest.MonkeyPatch,
     groups: np.ndarray,
 ) -> None:
-    import mlsim_live.batch
+    from mlsim_live.batch import pipeline
 
     raw = write_raw(tmp_path / "a.tif", groups[:1])
     out = tmp_path / "out"
@@ -229,7 +229,7 @@ def test_unexpected_error_exits_1_as_the_help_says(
     def broken(task: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(mlsim_live.batch, "run_group", broken)
+    monkeypatch.setattr(pipeline, "run_group", broken)  # what the run loop submits
     code, err = run_cli(capsys, str(raw), "--out", str(out), "--method", "widefield")
     assert code == 1
     assert len(err) == 1 and "unexpected RuntimeError: a bug" in err[0], err
