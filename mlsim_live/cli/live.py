@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.cli._options import add_method_option
+from mlsim_live.cli._options import add_engine_option, add_method_option
 from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "group whose presets are A0P0 A0P1 A0P2 A1P0 .. A2P2 (--pattern-group NAME), or the "
         "pattern device runs its own 9-step sequence triggered by the camera "
         "(--hardware-sequencing; the events then carry only axes). Writes the raw NDTiff "
-        "dataset OUT/<name>_N, OUT/<name>_N_sr.tif and OUT/<name>_N_summary.json.",
+        "dataset OUT/<name>_N, OUT/<name>_N_sr.tif and OUT/<name>_N_summary.json. With "
+        "--engine pymmcore-plus a pymmcore-plus core (--mm-app-path, --config) runs a useq MDA "
+        "whose channels are the presets of --pattern-group, and the raw frames go to "
+        "OUT/<name>_N.ome.tif.",
     )
+    add_engine_option(p)
     conn = p.add_mutually_exclusive_group(required=True)
     conn.add_argument(
         "--java", action="store_true", help="attach to a running Micro-Manager (Java backend)"
@@ -79,8 +83,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_engine_options(args: argparse.Namespace) -> None:
+    """Refuse what ``--engine pymmcore-plus`` cannot do, before anything is touched."""
+    from mlsim_live.errors import MLSimError
+
+    if args.engine != "pymmcore-plus":
+        return
+    if args.java:
+        raise MLSimError(
+            "--engine pymmcore-plus runs its own core; expected --mm-app-path DIR --config CFG "
+            "instead of --java"
+        )
+    if args.hardware_sequencing:
+        raise MLSimError(
+            "--engine pymmcore-plus takes the pattern from a config group used as channels; "
+            "expected --pattern-group NAME (presets A0P0..A2P2) instead of --hardware-sequencing"
+        )
+
+
 def connect(args: argparse.Namespace) -> Any:
-    """The Micro-Manager core: attached over Pycro-Manager's bridge, or started headless."""
+    """The Micro-Manager core: attached over Pycro-Manager's bridge, or started headless (on
+    Pycro-Manager's Python backend, or a ``CMMCorePlus`` with ``--engine pymmcore-plus``)."""
     from mlsim_live.errors import MLSimError
 
     if args.java:
@@ -97,6 +120,10 @@ def connect(args: argparse.Namespace) -> Any:
         raise MLSimError("--mm-app-path needs --config CFG, the hardware configuration to load")
     if not args.mm_app_path.is_dir():
         raise MLSimError(f"--mm-app-path {args.mm_app_path} is not a folder")
+    if args.engine == "pymmcore-plus":
+        from mlsim_live.live.plus_acquire import start_plus_core
+
+        return start_plus_core(args.mm_app_path, args.config)
     from mlsim_live.live.demo import start_python_backend
 
     return start_python_backend(args.mm_app_path, args.config)
@@ -138,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
     if args.time_points is not None and args.time_points < 1:
         raise MLSimError(f"--time-points {args.time_points}; expected at least 1")
+    check_engine_options(args)
     # Every option is checked before anything on the microscope is changed.
     settings = AcquisitionSettings(
         groups=args.time_points,
@@ -151,7 +179,12 @@ def run(args: argparse.Namespace) -> int:
     # pairs and ranges, before the microscope is touched (a live recording brings no NA)
     resolve_optics(OpticsValues(args.na, args.wavelength_nm, args.pixel_size_um))
     show = show_viewer(args)
-    core = connect(args)
+    mm_core = connect(args)
+    core = mm_core  # Pycro-Manager's snake_case names, which the checks below use
+    if args.engine == "pymmcore-plus":
+        from mlsim_live.live.plus_acquire import SnakeCaseCore
+
+        core = SnakeCaseCore(mm_core)
     optics = known_optics(args, core)
     if args.pattern_group:
         check_pattern_group(core, args.pattern_group)
@@ -173,12 +206,18 @@ def run(args: argparse.Namespace) -> int:
         optics=optics,
         frame_shape=frame_shape,
     )
-    acquisition = SIMAcquisition(
-        processor,
-        settings,
-        dataset_name=name,
-        acquisition_kwargs={"port": args.port} if args.java else None,
-    )
+    acquisition: Any
+    if args.engine == "pymmcore-plus":
+        from mlsim_live.live.plus_acquire import PlusAcquisition
+
+        acquisition = PlusAcquisition(mm_core, processor, settings, dataset_name=name)
+    else:
+        acquisition = SIMAcquisition(
+            processor,
+            settings,
+            dataset_name=name,
+            acquisition_kwargs={"port": args.port} if args.java else None,
+        )
     if args.time_points is None and not show:
         log.info("acquiring until Ctrl+C")
     if show:
