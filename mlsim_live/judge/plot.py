@@ -5,14 +5,14 @@ Pillow is imported when a picture is drawn, so the judge's figures work without 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image, ImageFont
+    from PIL import Image, ImageDraw, ImageFont
 
 #: Line colours, one per method (widefield grey, Wiener blue, then the learned methods).
 PALETTE = (
@@ -137,18 +137,9 @@ def line_chart(
             draw.line([xa, yy, min(xa + 4, left + pw), yy], fill=(0, 0, 0))
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
-        segments: list[list[tuple[float, float]]] = [[]]
-        for xv, yv in zip(s.x, s.y, strict=False):
-            if np.isfinite(xv) and np.isfinite(yv) and (xv > 0 or not log2_x):
-                segments[-1].append(px(tx(xv), float(np.clip(yv, y0, y1))))
-            elif segments[-1]:
-                segments.append([])
-        for seg in segments:
-            if len(seg) > 1:
-                draw.line(seg, fill=colour, width=2)
-            if len(s.x) <= 16:
-                for p in seg:
-                    draw.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colour)
+        _draw_series(
+            draw, s, colour, lambda x, y: px(tx(x), float(np.clip(y, y0, y1))), log2_x=log2_x
+        )
         ly = top + 6 + 16 * i
         draw.line([left + pw + 10, ly + 6, left + pw + 30, ly + 6], fill=colour, width=3)
         draw.text((left + pw + 34, ly), s.label[:18], fill=(0, 0, 0), font=font)
@@ -193,3 +184,27 @@ def image_grid(
         for j, cell in enumerate(row):
             out.paste(cell, (label_w + j * (cw + gap), y))
     return out
+
+
+def _draw_series(
+    draw: ImageDraw.ImageDraw,
+    s: Series,
+    colour: tuple[int, int, int],
+    to_px: Callable[[float, float], tuple[float, float]],
+    *,
+    log2_x: bool,
+) -> None:
+    """One series' lines (NaN points, and x <= 0 on a log axis, break them) and, for up to 16
+    points, its markers."""
+    segments: list[list[tuple[float, float]]] = [[]]
+    for xv, yv in zip(s.x, s.y, strict=False):
+        if np.isfinite(xv) and np.isfinite(yv) and (xv > 0 or not log2_x):
+            segments[-1].append(to_px(xv, yv))
+        elif segments[-1]:
+            segments.append([])
+    for seg in segments:
+        if len(seg) > 1:
+            draw.line(seg, fill=colour, width=2)
+        if len(s.x) <= 16:
+            for p in seg:
+                draw.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colour)

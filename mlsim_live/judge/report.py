@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsim_live.judge.plot import Series, have_pillow, image_grid, line_chart
-from mlsim_live.judge.run import BASELINE_METHOD, REFERENCE_METHOD, StackJudgement
+from mlsim_live.judge.results import BASELINE_METHOD, REFERENCE_METHOD, StackJudgement
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -64,12 +64,22 @@ def _frac(f: float) -> str:
 def stack_markdown(j: StackJudgement) -> str:
     """One stack's section: photons, FRC, ladder and bead tables in plain words."""
     unit = "nm" if j.pixel_size_um is not None else "px"
-    cal = j.calibration
     lines = [f"## {j.name}", ""]
-    lines.append(
+    lines += _photons_section(j, unit)
+    lines += _frc_section(j, unit)
+    lines += _ladder_section(j)
+    if any(m.beads is not None for m in j.methods):
+        lines += _beads_section(j, unit)
+    return "\n".join(lines) + "\n"
+
+
+def _photons_section(j: StackJudgement, unit: str) -> list[str]:
+    """The photon calibration, a fixed-pattern warning and the theoretical limits."""
+    cal = j.calibration
+    lines = [
         f"Photons (from the data's own noise): {cal.describe()}. Judged in "
         f"{j.seconds:.0f} s with seed {j.seed}."
-    )
+    ]
     if cal.fixed_pattern_photons > 0.3 * math.sqrt(max(cal.background_photons, 1.0) / 18):
         lines.append(
             f"Warning: a camera fixed pattern of {cal.fixed_pattern_photons:.2g} photons rms is "
@@ -83,7 +93,11 @@ def stack_markdown(j: StackJudgement) -> str:
             f"SIM 1/(fc + k) = {_num(ex.get('sim_limit_nm'), '.0f')} nm "
             f"(pattern at {j.pattern_cycles_per_px / j.cutoff_cycles_per_px:.2f} of the cutoff)."
         )
-    lines += ["", "### Split-half FRC", ""]
+    return lines
+
+
+def _frc_section(j: StackJudgement, unit: str) -> list[str]:
+    lines = ["", "### Split-half FRC", ""]
     lines.append(
         "Each frame's photons split at random into two halves, each reconstructed on its own; "
         "the resolution is where the Fourier ring correlation of the two reconstructions falls "
@@ -101,7 +115,11 @@ def stack_markdown(j: StackJudgement) -> str:
                 "(a fixed texture, or resolution at the sampling limit; see beads and ladder)"
             )
         lines.append(f"| {m.method} | {_num(value, '.0f')} | {note} |")
-    lines += ["", "### Photon ladder", ""]
+    return lines
+
+
+def _ladder_section(j: StackJudgement) -> list[str]:
+    lines = ["", "### Photon ladder", ""]
     lowest = round(1 / j.methods[0].ladder[-1].dose_fraction)
     lines.append(
         f"Photons thinned binomially to 1/2 ... 1/{lowest} "
@@ -131,40 +149,44 @@ def stack_markdown(j: StackJudgement) -> str:
             + " | ".join(cells)
             + " |"
         )
-    if any(m.beads is not None for m in j.methods):
-        lines += ["", "### Beads", ""]
+    return lines
+
+
+def _beads_section(j: StackJudgement, unit: str) -> list[str]:
+    lines = ["", "### Beads", ""]
+    lines.append(
+        "Beads found in each full-dose reconstruction (local maxima above 15 % of the "
+        f"bright beads), against {REFERENCE_METHOD}'s count; isolated beads (chosen on "
+        f"{REFERENCE_METHOD}) fitted with 2D Gaussians in every reconstruction: median FWHM "
+        f"and quartiles ({unit})."
+    )
+    ex = j.expected
+    if unit == "nm":
         lines.append(
-            "Beads found in each full-dose reconstruction (local maxima above 15 % of the "
-            f"bright beads), against {REFERENCE_METHOD}'s count; isolated beads (chosen on "
-            f"{REFERENCE_METHOD}) fitted with 2D Gaussians in every reconstruction: median FWHM "
-            f"and quartiles ({unit})."
+            f"Expected for {_num(ex.get('bead_diameter_nm'), '.0f')} nm beads through ideal "
+            f"optics: widefield {_num(ex.get('bead_fwhm_widefield_nm'), '.0f')} nm, SIM "
+            f"{_num(ex.get('bead_fwhm_sim_nm'), '.0f')} nm."
         )
-        if unit == "nm":
-            lines.append(
-                f"Expected for {_num(ex.get('bead_diameter_nm'), '.0f')} nm beads through ideal "
-                f"optics: widefield {_num(ex.get('bead_fwhm_widefield_nm'), '.0f')} nm, SIM "
-                f"{_num(ex.get('bead_fwhm_sim_nm'), '.0f')} nm."
-            )
-        ref = j.method(REFERENCE_METHOD).beads
-        lines += [
-            "",
-            f"| method | beads found | vs {REFERENCE_METHOD} | fitted | median FWHM ({unit}) "
-            "| quartiles |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m in j.methods:
-            b = m.beads
-            if b is None:
-                continue
-            q1, q3 = b.fwhm_quartiles_px
-            scale = 1.0 if unit == "px" else (b.pixel_size_um or 0.0) * 1e3
-            ratio = b.n_beads / ref.n_beads if ref is not None and ref.n_beads else float("nan")
-            lines.append(
-                f"| {m.method} | {b.n_beads} | {_num(ratio)} | {b.n_fitted} | "
-                f"{_num(b.fwhm_median_px * scale, '.0f')} | "
-                f"{_num(q1 * scale, '.0f')}-{_num(q3 * scale, '.0f')} |"
-            )
-    return "\n".join(lines) + "\n"
+    ref = j.method(REFERENCE_METHOD).beads
+    lines += [
+        "",
+        f"| method | beads found | vs {REFERENCE_METHOD} | fitted | median FWHM ({unit}) "
+        "| quartiles |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in j.methods:
+        b = m.beads
+        if b is None:
+            continue
+        q1, q3 = b.fwhm_quartiles_px
+        scale = 1.0 if unit == "px" else (b.pixel_size_um or 0.0) * 1e3
+        ratio = b.n_beads / ref.n_beads if ref is not None and ref.n_beads else float("nan")
+        lines.append(
+            f"| {m.method} | {b.n_beads} | {_num(ratio)} | {b.n_fitted} | "
+            f"{_num(b.fwhm_median_px * scale, '.0f')} | "
+            f"{_num(q1 * scale, '.0f')}-{_num(q3 * scale, '.0f')} |"
+        )
+    return lines
 
 
 def report_markdown(

@@ -1,7 +1,8 @@
 """Judge reconstructions of real SIM data: photons, split-half FRC, photon ladder and beads.
 
 `judge_group` scores every method on one raw group held in memory; `judge_stack` reads a TIFF
-with its JSON sidecar and calls it; `mlsim_live.judge.report` writes the results.
+with its JSON sidecar and calls it; `mlsim_live.judge.report` writes the results. The result
+types live in `mlsim_live.judge.results` (re-exported here).
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from mlsim_live.judge.beads import (
 )
 from mlsim_live.judge.frc import FRCResult, frc_curve
 from mlsim_live.judge.ladder import (
+    Band,
     LadderScore,
     beyond_cutoff_band,
     flag_below_widefield,
@@ -38,149 +38,46 @@ from mlsim_live.judge.photons import (
     split_photons,
     thin_photons,
 )
+from mlsim_live.judge.results import (
+    BASELINE_METHOD,
+    CLASSICAL_METHODS,
+    REFERENCE_METHOD,
+    FolderJudgement,
+    MethodJudgement,
+    StackJudgement,
+)
 from mlsim_live.judge.stack import StackInfo, read_stack_info
 from mlsim_live.recon.base import Reconstructor
 from mlsim_live.sim.optics import Optics
 
+__all__ = [
+    "BASELINE_METHOD",
+    "CLASSICAL_METHODS",
+    "CROP_FRACTIONS",
+    "CROP_SIZE_PX",
+    "DEFAULT_RUNGS",
+    "REFERENCE_METHOD",
+    "FolderJudgement",
+    "MethodJudgement",
+    "StackJudgement",
+    "build_reconstructors",
+    "default_methods",
+    "find_stacks",
+    "judge_folder",
+    "judge_group",
+    "judge_stack",
+    "learned_methods",
+    "split_half_frc",
+    "stack_seed",
+]
+
 log = logging.getLogger(__name__)
 
-#: Methods that learn nothing: the baseline and the reference are always judged.
-CLASSICAL_METHODS = ("widefield", "wiener")
-REFERENCE_METHOD = "wiener"
-BASELINE_METHOD = "widefield"
 #: Rungs 1/2 ... 1/2**DEFAULT_RUNGS of the photon ladder.
 DEFAULT_RUNGS = 6
 #: Rungs shown side by side in the crops.
 CROP_FRACTIONS = (1.0, 1.0 / 8, 1.0 / 64)
 CROP_SIZE_PX = 256
-
-
-@dataclass(frozen=True)
-class MethodJudgement:
-    """Everything measured for one method on one stack.
-
-    Attributes
-    ----------
-    method : str
-        The name it was built with (e.g. ``"rcan"``).
-    reconstructor : str
-        The reconstructor's own name (e.g. ``"rcan:rcan_default.onnx"``).
-    frc : FRCResult
-        Split-half FRC of the method's reconstructions of the two halves.
-    ladder : tuple of LadderScore
-        Scores per rung against the full-dose Wiener reconstruction, full dose first.
-    beads : BeadStats or None
-        Bead counts and sizes on the full-dose reconstruction (bead stacks only).
-    """
-
-    method: str
-    reconstructor: str
-    frc: FRCResult
-    ladder: tuple[LadderScore, ...]
-    beads: BeadStats | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        d: dict[str, Any] = {"reconstructor": self.reconstructor}
-        frc = self.frc.to_dict()
-        d["frc_resolution_px"] = frc.pop("frc_resolution_px")
-        if "frc_resolution_nm" in frc:
-            d["frc_resolution_nm"] = frc.pop("frc_resolution_nm")
-        d["frc"] = frc
-        d["ladder"] = [s.to_dict() for s in self.ladder]
-        if self.beads is not None:
-            d["beads"] = self.beads.to_dict()
-        return d
-
-
-@dataclass(frozen=True)
-class StackJudgement:
-    """The judge's results for one raw group.
-
-    Attributes
-    ----------
-    name : str
-        Stack name (file stem).
-    frame_shape : (int, int)
-        Camera frame size.
-    pixel_size_um : float or None
-        Camera pixel size; the reconstructions' grid has half of it (``sr_pixel_size_um``).
-    optics : Optics or None
-        Optics from the sidecar.
-    calibration : PhotonCalibration
-        Camera offset and gain from the data.
-    cutoff_cycles_per_px, pattern_cycles_per_px : float
-        Widefield OTF cutoff and mean pattern frequency, per camera pixel (optics or estimate).
-    methods : tuple of MethodJudgement
-    expected : dict
-        Theoretical figures: widefield and SIM resolution limits (``1 / fc``, ``1 / (fc + k)``)
-        and, for beads, the expected bead FWHM through ideal widefield and SIM optics.
-    seed : int
-    seconds : float
-        Wall time of the judgement.
-    crops : dict
-        ``{method: {dose fraction: 2D image}}`` centre crops for pictures (not in the JSON).
-    """
-
-    name: str
-    frame_shape: tuple[int, int]
-    pixel_size_um: float | None
-    optics: Optics | None
-    calibration: PhotonCalibration
-    cutoff_cycles_per_px: float
-    pattern_cycles_per_px: float
-    methods: tuple[MethodJudgement, ...]
-    expected: dict[str, float | None]
-    seed: int
-    seconds: float
-    sample_kind: str | None = None
-    crops: dict[str, dict[float, np.ndarray]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    @property
-    def sr_pixel_size_um(self) -> float | None:
-        """Pixel size of the reconstructions (the 2x grid)."""
-        return None if self.pixel_size_um is None else self.pixel_size_um / 2
-
-    def method(self, name: str) -> MethodJudgement:
-        """The judgement of one method."""
-        for m in self.methods:
-            if m.method == name:
-                return m
-        raise MLSimError(f"method {name!r} was not judged; judged: {self.method_names}")
-
-    @property
-    def method_names(self) -> tuple[str, ...]:
-        """Names of the judged methods, in order."""
-        return tuple(m.method for m in self.methods)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict: units in the key names."""
-        d: dict[str, Any] = {
-            "stack": self.name,
-            "frame_shape": list(self.frame_shape),
-            "pixel_size_um": self.pixel_size_um,
-            "sr_pixel_size_um": self.sr_pixel_size_um,
-            "units": "nm" if self.pixel_size_um is not None else "px",
-            "optics": None
-            if self.optics is None
-            else {
-                "na": self.optics.na,
-                "emission_nm": self.optics.wavelength_nm,
-                "pixel_size_um": self.optics.pixel_size_um,
-            },
-            "sample_kind": self.sample_kind,
-            "photons": self.calibration.to_dict(),
-            "cutoff_cycles_per_px": self.cutoff_cycles_per_px,
-            "pattern_cycles_per_px": self.pattern_cycles_per_px,
-            "expected": self.expected,
-            "reference": f"{REFERENCE_METHOD} at full dose",
-            "seed": self.seed,
-            "seconds": self.seconds,
-            "methods": {m.method: m.to_dict() for m in self.methods},
-        }
-        return d
 
 
 def learned_methods() -> tuple[str, ...]:
@@ -315,16 +212,7 @@ def judge_group(
     -------
     StackJudgement
     """
-    from tqdm import tqdm
-
-    for needed in (BASELINE_METHOD, REFERENCE_METHOD):
-        if needed not in reconstructors:
-            raise MLSimError(
-                f"the judge needs method {needed!r} (baseline and reference); "
-                f"got {', '.join(reconstructors)}"
-            )
-    if n_rungs < 1:
-        raise MLSimError(f"{n_rungs} ladder rungs; expected at least 1")
+    _check_judge_request(reconstructors, n_rungs)
     started = time.perf_counter()
     raw = np.asarray(group)
     if optics is not None:
@@ -335,63 +223,16 @@ def judge_group(
     log.info("%s: %s", name, calibration.describe())
     photons = calibration.to_photons(raw)
     fc_px, k_px = _pattern_geometry(photons, optics)
-    band = beyond_cutoff_band(fc_px / 2, k_px / 2)
     sr_px_um = None if pixel_size_um is None else pixel_size_um / 2
     rng = np.random.default_rng(stack_seed(seed, name))
     names = list(reconstructors)
     fractions = [1.0] + [0.5**i for i in range(1, n_rungs + 1)]
-    bar = tqdm(
-        total=len(names) * (2 + len(fractions)),
-        desc=f"judge {name}",
-        unit="recon",
-        disable=not progress,
-        leave=False,
+    frcs, images = _reconstruct_all(
+        photons, reconstructors, fractions, rng, sr_px_um, name=name, progress=progress
     )
-
-    def run(method: str, data: np.ndarray) -> np.ndarray:
-        img = np.asarray(reconstructors[method].reconstruct(data), dtype=np.float32)
-        bar.update(1)
-        return img
-
-    try:
-        # split-half FRC
-        half1, half2 = split_photons(photons, rng)
-        frcs = {m: frc_curve(run(m, half1), run(m, half2), sr_px_um) for m in names}
-        # photon ladder: nested thinning of the same photons
-        rungs: list[tuple[float, np.ndarray]] = [(1.0, photons)]
-        current = photons
-        for fraction in fractions[1:]:
-            current = thin_photons(current, 0.5, rng)
-            rungs.append((fraction, current))
-        images: dict[float, dict[str, np.ndarray]] = {}
-        for fraction, data in rungs:
-            images[fraction] = {m: run(m, data) for m in names}
-    finally:
-        bar.close()
-    reference = images[1.0][REFERENCE_METHOD]
-    scores: list[LadderScore] = []
-    for fraction, by_method in images.items():
-        for m, img in by_method.items():
-            scores.append(
-                score_rung(
-                    m,
-                    img,
-                    reference,
-                    band,
-                    fraction,
-                    calibration.peak_photons * fraction,
-                    is_reference=(m == REFERENCE_METHOD and fraction == 1.0),
-                )
-            )
-    scores = flag_below_widefield(scores, BASELINE_METHOD)
-
-    expected: dict[str, float | None] = {
-        "widefield_limit_px": 2.0 / fc_px,
-        "sim_limit_px": 2.0 / (fc_px + k_px),
-    }
-    if pixel_size_um is not None:
-        expected["widefield_limit_nm"] = pixel_size_um * 1e3 / fc_px
-        expected["sim_limit_nm"] = pixel_size_um * 1e3 / (fc_px + k_px)
+    band = beyond_cutoff_band(fc_px / 2, k_px / 2)
+    scores = _ladder_scores(images, band, calibration.peak_photons)
+    expected = _expected_limits(fc_px, k_px, pixel_size_um)
     beads: dict[str, BeadStats] = {}
     if (sample_kind or "").lower() == "beads":
         beads = _measure_all_beads(
@@ -435,6 +276,100 @@ def judge_group(
         sample_kind=sample_kind,
         crops=crops,
     )
+
+
+def _check_judge_request(reconstructors: Mapping[str, Reconstructor], n_rungs: int) -> None:
+    for needed in (BASELINE_METHOD, REFERENCE_METHOD):
+        if needed not in reconstructors:
+            raise MLSimError(
+                f"the judge needs method {needed!r} (baseline and reference); "
+                f"got {', '.join(reconstructors)}"
+            )
+    if n_rungs < 1:
+        raise MLSimError(f"{n_rungs} ladder rungs; expected at least 1")
+
+
+def _reconstruct_all(
+    photons: np.ndarray,
+    reconstructors: Mapping[str, Reconstructor],
+    fractions: Sequence[float],
+    rng: np.random.Generator,
+    sr_px_um: float | None,
+    *,
+    name: str,
+    progress: bool,
+) -> tuple[dict[str, FRCResult], dict[float, dict[str, np.ndarray]]]:
+    """Every method's split-half FRC, and its reconstruction of every rung of the photon ladder
+    (``fractions``, full dose first: nested thinning of the same photons)."""
+    from tqdm import tqdm
+
+    names = list(reconstructors)
+    bar = tqdm(
+        total=len(names) * (2 + len(fractions)),
+        desc=f"judge {name}",
+        unit="recon",
+        disable=not progress,
+        leave=False,
+    )
+
+    def run(method: str, data: np.ndarray) -> np.ndarray:
+        img = np.asarray(reconstructors[method].reconstruct(data), dtype=np.float32)
+        bar.update(1)
+        return img
+
+    try:
+        # split-half FRC
+        half1, half2 = split_photons(photons, rng)
+        frcs = {m: frc_curve(run(m, half1), run(m, half2), sr_px_um) for m in names}
+        # photon ladder: nested thinning of the same photons
+        rungs: list[tuple[float, np.ndarray]] = [(1.0, photons)]
+        current = photons
+        for fraction in fractions[1:]:
+            current = thin_photons(current, 0.5, rng)
+            rungs.append((fraction, current))
+        images: dict[float, dict[str, np.ndarray]] = {}
+        for fraction, data in rungs:
+            images[fraction] = {m: run(m, data) for m in names}
+    finally:
+        bar.close()
+    return frcs, images
+
+
+def _ladder_scores(
+    images: dict[float, dict[str, np.ndarray]], band: Band, peak_photons: float
+) -> list[LadderScore]:
+    """Every rung of every method against the full-dose reference, flagged where below the
+    baseline."""
+    reference = images[1.0][REFERENCE_METHOD]
+    scores: list[LadderScore] = []
+    for fraction, by_method in images.items():
+        for m, img in by_method.items():
+            scores.append(
+                score_rung(
+                    m,
+                    img,
+                    reference,
+                    band,
+                    fraction,
+                    peak_photons * fraction,
+                    is_reference=(m == REFERENCE_METHOD and fraction == 1.0),
+                )
+            )
+    return flag_below_widefield(scores, BASELINE_METHOD)
+
+
+def _expected_limits(
+    fc_px: float, k_px: float, pixel_size_um: float | None
+) -> dict[str, float | None]:
+    """Widefield and SIM resolution limits, in pixels and (with a pixel size) in nm."""
+    expected: dict[str, float | None] = {
+        "widefield_limit_px": 2.0 / fc_px,
+        "sim_limit_px": 2.0 / (fc_px + k_px),
+    }
+    if pixel_size_um is not None:
+        expected["widefield_limit_nm"] = pixel_size_um * 1e3 / fc_px
+        expected["sim_limit_nm"] = pixel_size_um * 1e3 / (fc_px + k_px)
+    return expected
 
 
 def _measure_all_beads(
@@ -538,27 +473,6 @@ def judge_stack(
         seed=seed,
         progress=progress,
     )
-
-
-@dataclass(frozen=True)
-class FolderJudgement:
-    """The judge's results for a folder of stacks and the files written.
-
-    Attributes
-    ----------
-    stacks : tuple of StackJudgement
-    skipped : tuple of (path, reason)
-        Stacks that could not be judged, each with a one-line reason.
-    written : tuple of Path
-        Output files.
-    seconds : float
-        Wall time of the whole run.
-    """
-
-    stacks: tuple[StackJudgement, ...]
-    skipped: tuple[tuple[str, str], ...]
-    written: tuple[Path, ...]
-    seconds: float
 
 
 def find_stacks(real: str | Path) -> list[Path]:
