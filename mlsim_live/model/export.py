@@ -177,10 +177,39 @@ def export_onnx(
     card : dict, optional
         Extra model-card entries (preset, training, validation, source...).
     """
-    import onnx
-
     out_path = Path(out_path)
     card_path = out_path.with_suffix(".json")
+    _check_export_request(out_path, card_path, opset, overwrite)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    reference = RCAN(model.config)
+    reference.load_state_dict(model.state_dict())
+    reference.eval()
+    try:
+        inputs = parity_inputs(reference, parity_sizes)
+        max_diff, digest = _write_checked_onnx(
+            model, reference, out_path, inputs, fp16=fp16, opset=opset
+        )
+    finally:
+        if fp16:  # _HalfPrecision converted the caller's model in place
+            model.float()
+    info = _model_card(model, out_path, digest, opset=opset, fp16=fp16)
+    info["parity"] = {"max_abs_diff": max_diff, "inputs": [list(x.shape) for x in inputs]}
+    info["created_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    info["mlsim_live_version"] = __version__
+    info["torch_version"] = torch.__version__
+    for key, value in (card or {}).items():
+        info.setdefault(key, value)
+    try:
+        atomic_write_text(card_path, json.dumps(info, indent=2) + "\n")
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+    log.info("exported %s (sha256 %s..., parity %.2g)", out_path, digest[:12], max_diff)
+    return info
+
+
+def _check_export_request(out_path: Path, card_path: Path, opset: int, overwrite: bool) -> None:
     if out_path.suffix != ".onnx":
         raise MLSimError(f"output {out_path} does not end in .onnx; expected NAME.onnx")
     if opset < 17:
@@ -188,11 +217,21 @@ def export_onnx(
     for path in (out_path, card_path):
         if path.exists() and not overwrite:
             raise MLSimError(f"{path} exists; expected a new name or --overwrite")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval()
-    reference = RCAN(model.config)
-    reference.load_state_dict(model.state_dict())
-    reference.eval()
+
+
+def _write_checked_onnx(
+    model: RCAN,
+    reference: RCAN,
+    out_path: Path,
+    inputs: list[np.ndarray],
+    *,
+    fp16: bool,
+    opset: int,
+) -> tuple[float, str]:
+    """Export ``model`` to ``out_path`` atomically, checked by ``onnx.checker`` and against
+    ``reference`` on ``inputs``; return the largest difference and the file's sha256."""
+    import onnx
+
     module: torch.nn.Module = _HalfPrecision(model) if fp16 else model
     c = model.config.in_channels
     dummy = torch.zeros(1, c, 16, 16, dtype=torch.float32)
@@ -218,18 +257,21 @@ def export_onnx(
             )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)
-        inputs = parity_inputs(reference, parity_sizes)
         max_diff = parity_check(reference, tmp, inputs, fp16=fp16)
         digest = sha256_of(tmp)
         os.replace(tmp, out_path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    finally:
-        if fp16:  # _HalfPrecision converted the caller's model in place
-            model.float()
+    return max_diff, digest
+
+
+def _model_card(
+    model: RCAN, out_path: Path, digest: str, *, opset: int, fp16: bool
+) -> dict[str, Any]:
+    """The model card's file, graph, architecture and normalization entries."""
     cfg = model.config
-    info: dict[str, Any] = {
+    return {
         "name": out_path.stem,
         "file": out_path.name,
         "format": "onnx",
@@ -249,20 +291,7 @@ def export_onnx(
         "scale": cfg.scale,
         "architecture": {"type": "RCAN", **cfg.to_dict(), "parameters": count_parameters(model)},
         "normalization": normalization_card(cfg.prior),
-        "parity": {"max_abs_diff": max_diff, "inputs": [list(x.shape) for x in inputs]},
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "mlsim_live_version": __version__,
-        "torch_version": torch.__version__,
     }
-    for key, value in (card or {}).items():
-        info.setdefault(key, value)
-    try:
-        atomic_write_text(card_path, json.dumps(info, indent=2) + "\n")
-    except BaseException:
-        out_path.unlink(missing_ok=True)
-        raise
-    log.info("exported %s (sha256 %s..., parity %.2g)", out_path, digest[:12], max_diff)
-    return info
 
 
 def card_from_checkpoint(data: dict[str, Any], source: str) -> dict[str, Any]:
