@@ -318,7 +318,7 @@ class PlusAcquisition:
             raise MLSimError(f"{self.dataset_path} exists; expected a new raw file name")
         runner = self.core.mda
         previous_engine = runner.set_engine(self.engine)
-        self.core.mda.events.frameReady.connect(self.handler.frameReady)
+        self.handler.connect(self.core.mda.events)
         thread = threading.Thread(target=self._run_mda, name="mlsim-mda", daemon=True)
         started = time.perf_counter()
         acquisition_s = None
@@ -345,7 +345,7 @@ class PlusAcquisition:
                 self.ended = "failed"
             raise
         finally:
-            self.core.mda.events.frameReady.disconnect(self.handler.frameReady)
+            self.handler.disconnect(self.core.mda.events)
             if not thread.is_alive() and previous_engine is not None:
                 runner.set_engine(previous_engine)
             saved = self.dataset_path if self.dataset_path and self.dataset_path.exists() else None

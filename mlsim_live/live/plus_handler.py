@@ -155,6 +155,12 @@ class FrameHandlerStats:
         }
 
 
+def _is_qt_signal(signal: Any) -> bool:
+    """A Qt signal instance (PyQt or PySide), not a psygnal one."""
+    module = type(signal).__module__ or ""
+    return "Qt" in module or "Shiboken" in module
+
+
 class SIMFrameHandler:
     """Connect ``frameReady`` to this: each frame goes to a ``SIMProcessor``, off the MDA thread.
 
@@ -172,7 +178,7 @@ class SIMFrameHandler:
     Examples
     --------
     >>> handler = SIMFrameHandler(SIMProcessor(method="wiener", out="data", name="cells"))
-    >>> mmc.mda.events.frameReady.connect(handler.frameReady)
+    >>> handler.connect(mmc.mda.events)  # frameReady, run on the MDA thread
     >>> mmc.mda.run(sim_sequence(10, "SIM", exposure_ms=10), output="data/cells.ome.tif")
     >>> summary = handler.close()  # reconstruct what waits, write the summary
     """
@@ -203,6 +209,26 @@ class SIMFrameHandler:
         self._relay = threading.Thread(target=self._run_relay, name="mlsim-frame-relay")
         self._relay.daemon = True
         self._relay.start()
+
+    # ---- connection ----
+    def connect(self, mda_events: Any) -> None:
+        """Connect :meth:`frameReady` to ``mda_events.frameReady`` (``mmc.mda.events``).
+
+        With pymmcore-plus's Qt signals (chosen when a QApplication exists, as under
+        napari-micromanager) the connection is direct, so the handler runs on the MDA thread
+        as with psygnal, never queued to a GUI event loop that may not be running.
+        """
+        signal = mda_events.frameReady
+        if _is_qt_signal(signal):
+            from qtpy.QtCore import Qt
+
+            signal.connect(self.frameReady, Qt.ConnectionType.DirectConnection)
+        else:
+            signal.connect(self.frameReady)
+
+    def disconnect(self, mda_events: Any) -> None:
+        """Undo :meth:`connect`."""
+        mda_events.frameReady.disconnect(self.frameReady)
 
     # ---- the MDA thread ----
     def frameReady(  # pymmcore-plus's signal name
