@@ -15,7 +15,7 @@ import numpy as np
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.io.atomic import atomic_path
-from mlsim_live.io.tiff_metadata import _imagej_pixel_um
+from mlsim_live.io.tiff_metadata import _imagej_pixel_um, _resolution_pixel_um
 from mlsim_live.io.tifffile_log import _tifffile
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,24 @@ def write_tiff_stack_atomic(
 
 
 def read_tiff_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the JSON extras and pixel size that `write_tiff_atomic` stored in ``path``."""
+    """Return the JSON extras and pixel size that `write_tiff_atomic` stored in ``path``.
+
+    Files of the live SR writer (`mlsim_live.live.writer`) are read too: their pixel size from
+    the resolution tags, their extras from the first page's JSON description.
+    """
     tifffile = _tifffile()
     with tifffile.TiffFile(path) as tif:
         meta = tif.imagej_metadata or {}
         info = meta.get("Info")
-        extras = json.loads(info) if info else {}
-        return {"pixel_size_um": _imagej_pixel_um(tif), "metadata": extras}
+        extras = json.loads(info) if info else _description_json(tif)
+        pixel = _imagej_pixel_um(tif) if meta else _resolution_pixel_um(tif)
+        return {"pixel_size_um": pixel, "metadata": extras}
+
+
+def _description_json(tif: Any) -> dict[str, Any]:
+    """The first page's JSON description when the live SR writer wrote it, else ``{}``."""
+    try:
+        extras = json.loads(tif.pages.first.description or "")
+    except ValueError:
+        return {}
+    return extras if isinstance(extras, dict) and "mlsim_live" in extras else {}
