@@ -38,6 +38,10 @@ ROW_KEYS = {
     "peak_mem_kind",
     "ratio_vs_torch_eager",
     "note",
+    "flops_per_group",
+    "achieved_gflops",
+    "peak_gflops",
+    "fraction_of_peak",
 }
 
 
@@ -83,7 +87,13 @@ def test_bench_onnx_file_on_cpu(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     model = conv_model(tmp_path / "conv_sr.onnx")
     report = run_bench(
-        BenchConfig(size=64, repeats=2, models=(str(model),), backends=(ORT_CPU, "ort-cuda"))
+        BenchConfig(
+            size=64,
+            repeats=2,
+            models=(str(model),),
+            backends=(ORT_CPU, "ort-cuda"),
+            precisions=("fp32",),
+        )
     )
     (row,) = report["results"]
     assert set(row) == ROW_KEYS
@@ -94,7 +104,11 @@ def test_bench_onnx_file_on_cpu(tmp_path: Path) -> None:
     assert report["input"]["shape"] == [9, 64, 64]
     assert report["machine"]["physical_cores"] >= 1 and report["machine"]["cpu_model"]
     text = format_table(report)
-    assert "conv_sr.onnx" in text and "p50 ms" in text
+    assert "conv_sr.onnx" in text and "p50 ms" in text and "% peak" in text
+    # roofline: the conv's FLOPs at 64 x 64, and this machine's fp32 peak
+    assert row["flops_per_group"] == 2 * 4 * 64 * 64 * 9 * 3 * 3
+    assert row["peak_gflops"] > 0 and 0 < row["fraction_of_peak"]
+    assert row["precision"] == "fp32"
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

@@ -28,7 +28,11 @@ COMMANDS = (
     "evaluate",
     "trust",
     "bench",
+    "quantize",
 )
+
+#: Commands that take ``--precision`` (added here, one option for all of them).
+PRECISION_COMMANDS = ("reconstruct", "demo", "live", "replay", "evaluate")
 
 log = logging.getLogger("mlsim_live")
 
@@ -51,7 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+        if name in PRECISION_COMMANDS:
+            _add_precision_option(sub.choices[name])
     return parser
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision`` of every command that reconstructs with a learned model."""
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8", "auto"),
+        default="auto",
+        help="arithmetic of the learned model on the CPU: int8 runs NAME.int8.onnx (made by "
+        "mlsim-live quantize), bf16 is refused where ONNX Runtime cannot run it, auto "
+        "(default) the fastest precision the model card records as accurate, else fp32",
+    )
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -78,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(args.verbose, args.quiet)
     from mlsim_live.cli import _signals
+    from mlsim_live.engine.precision import AUTO, set_default_precision
 
+    # every run starts from the command's own --precision (auto when it has none)
+    set_default_precision(getattr(args, "precision", None) or AUTO)
     try:
         with _signals.interrupts():
             result = args.func(args)

@@ -55,6 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input and weights")
     p.add_argument(
+        "--precisions",
+        type=_csv,
+        default=("fp32", "bf16", "int8"),
+        help="comma-separated precisions of the ONNX Runtime CPU rows (default: fp32,bf16,int8; "
+        "one that this CPU or ONNX Runtime cannot run is listed as skipped with the reason)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "int8", "auto"),
+        default="auto",
+        help="precision of the learned model for --live (default auto)",
+    )
+    p.add_argument(
         "--parity",
         action="store_true",
         help="also report the max abs difference between backends' outputs (same weights)",
@@ -99,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
         parity=args.parity,
+        precisions=tuple(args.precisions),
     )
     report = run_bench(config)
     print(format_table(report))
@@ -117,7 +131,7 @@ def _run_live(args: argparse.Namespace) -> int:
     from mlsim_live.recon import make_stream_reconstructor
 
     model = args.model if args.method in LEARNED_METHODS else None
-    reconstructor = make_stream_reconstructor(args.method, model=model)
+    reconstructor = make_stream_reconstructor(args.method, model=model, precision=args.precision)
     report = run_benchmark(
         reconstructor, args.size, args.groups, args.frame_ms, args.policy, seed=args.seed
     )

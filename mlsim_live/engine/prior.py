@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from mlsim_live.engine.rcan import RCANReconstructor, model_prior
+from mlsim_live.engine import precision as prec
+from mlsim_live.engine.rcan import PreparedGroup, RCANReconstructor, model_prior, split_variant
 from mlsim_live.engine.session import GROUP_CHANNELS
 from mlsim_live.errors import MLSimError
 from mlsim_live.normalization import normalization_for
@@ -78,7 +79,7 @@ class WienerRCANReconstructor(RCANReconstructor):
     ) -> None:
         from mlsim_live.recon.wiener import WienerReconstructor
 
-        if model is not None and model_prior(Path(model)) != "wiener":
+        if model is not None and model_prior(split_variant(Path(model))[0]) != "wiener":
             raise MLSimError(
                 f"model {Path(model).name} is not prior-fed (its card has no "
                 "architecture.prior 'wiener'); expected a wiener-rcan model, or --method rcan"
@@ -89,6 +90,8 @@ class WienerRCANReconstructor(RCANReconstructor):
         )
         self._fallback_model = fallback
         self._fallback_kw = {k: v for k, v in kw.items() if k in ("provider", "threads", "fp16")}
+        # the fallback model takes its own fastest accurate precision, never a refusal
+        self._fallback_kw["precision"] = prec.FP32 if self.precision == prec.FP32 else prec.AUTO
         self._fallback: Reconstructor | None = None
         self.require_pattern = bool(require_pattern)
         if not background_psf_widths >= 0:
@@ -104,34 +107,40 @@ class WienerRCANReconstructor(RCANReconstructor):
         """The Wiener path's pattern estimate of the last group (None before the first)."""
         return self.wiener.last_estimate
 
-    def reconstruct(self, group: np.ndarray) -> np.ndarray:
-        """Reconstruct one group ``(9, H, W)`` into ``(2H, 2W)`` float32 (input units)."""
+    def prepare(self, group: np.ndarray) -> PreparedGroup:
+        """The Wiener prior and the network input of a group (no inference): the first stage
+        of `reconstruct`, which may run on another thread while `finish` runs an earlier group.
+        Prepare groups in acquisition order: the pattern estimate is reused between them."""
         from mlsim_live.recon.wiener import pattern_found
 
         arr = np.asarray(group)
         self._check_group(arr)
-        reason = None
         try:
             wiener_image = self.wiener.reconstruct(arr)
         except MLSimError as exc:
-            reason = str(exc)
-        else:
-            est = self.wiener.last_estimate
-            if self.require_pattern and (est is None or not pattern_found(est)):
-                reason = "pattern not found"
+            return PreparedGroup(arr, None, None, {}, str(exc))
+        est = self.wiener.last_estimate
+        if self.require_pattern and (est is None or not pattern_found(est)):
+            return PreparedGroup(arr, None, None, {}, "pattern not found")
+        norm = normalization_for(arr, background=self.offset_adu)
+        extra = {"wiener": wiener_image, "estimate": est}
+        return PreparedGroup(arr, prior_input(arr, wiener_image, norm), norm, extra)
+
+    def finish(self, prepared: PreparedGroup) -> np.ndarray:
+        """Refine a prepared group with the network (or send it to the fallback model)."""
+        reason = prepared.fallback_reason
         if reason is not None:
             self.fallback_groups += 1
             if reason != self.last_fallback_reason:
                 log.warning("%s: %s; using the end-to-end model for this group", self.name, reason)
             self.last_fallback_reason = reason
-            return self.fallback_reconstructor().reconstruct(arr)
+            return self.fallback_reconstructor().reconstruct(prepared.raw)
         self.last_fallback_reason = None
-        norm = normalization_for(arr, background=self.offset_adu)
-        out = self._infer(arr, prior_input(arr, wiener_image, norm), norm)
+        out = super().finish(prepared)
         if self.background_psf_widths > 0:
-            est = self.wiener.last_estimate
-            sigma_px = 2.0 * self.background_psf_widths / est.cutoff_cycles_per_px
-            out = keep_measured_background(out, wiener_image, sigma_px)
+            cutoff = prepared.extra["estimate"].cutoff_cycles_per_px
+            sigma_px = 2.0 * self.background_psf_widths / cutoff
+            out = keep_measured_background(out, prepared.extra["wiener"], sigma_px)
         return out
 
     def fallback_reconstructor(self) -> Reconstructor:

@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlsim_live.engine import precision as prec
 from mlsim_live.engine.ood import OODChecker, find_ranges
 from mlsim_live.engine.session import GROUP_CHANNELS, OnnxSession, check_model_file
 from mlsim_live.engine.tiling import pad_group, padded_length, run_tiled
@@ -28,11 +30,25 @@ CPU_WARMUP_HW = (128, 128)
 GPU_WARMUP_HW = (512, 512)
 
 
+def split_variant(model_path: Path) -> tuple[Path, str]:
+    """``(fp32 model, precision)`` of a model file: ``NAME.int8.onnx`` -> ``(NAME.onnx, int8)``."""
+    model_path = Path(model_path)
+    for name in prec.STORED_PRECISIONS:
+        tail = f".{name}"
+        if name != prec.FP32 and model_path.stem.endswith(tail):
+            return model_path.with_name(model_path.stem[: -len(tail)] + model_path.suffix), name
+    return model_path, prec.FP32
+
+
 def model_card_path(model_path: Path) -> Path:
-    """The model card beside a model: ``NAME.json`` for ``NAME.onnx`` (and ``NAME_fp16.onnx``)."""
+    """The model card beside a model: ``NAME.json`` for ``NAME.onnx`` (and for its precision
+    copies ``NAME_fp16.onnx`` and ``NAME.int8.onnx``)."""
     card = model_path.with_suffix(".json")
     if not card.is_file() and model_path.stem.endswith("_fp16"):
         card = model_path.with_name(model_path.stem[: -len("_fp16")] + ".json")
+    base, precision = split_variant(model_path)
+    if not card.is_file() and precision != prec.FP32:
+        card = base.with_suffix(".json")
     return card
 
 
@@ -87,6 +103,31 @@ def model_prior(model_path: Path) -> str:
     return str(prior) if isinstance(prior, str) else "none"
 
 
+@dataclass(frozen=True)
+class PreparedGroup:
+    """One group made ready for the network (`RCANReconstructor.prepare`).
+
+    Attributes
+    ----------
+    raw : ndarray
+        The checked ``(9, H, W)`` group.
+    x : ndarray or None
+        The normalized network input ``(C, H, W)``; None when the group goes to the fallback.
+    norm : Normalization or None
+        Maps the network's output back to the input's units.
+    extra : dict
+        What the method needs to finish (e.g. the Wiener image and its estimate).
+    fallback_reason : str or None
+        Why the group cannot take this network (it goes to the method's fallback).
+    """
+
+    raw: np.ndarray
+    x: np.ndarray | None
+    norm: Normalization | None
+    extra: dict[str, Any]
+    fallback_reason: str | None = None
+
+
 class RCANReconstructor:
     """Reconstructs SIM groups with an ONNX RCAN on ONNX Runtime.
 
@@ -106,7 +147,14 @@ class RCANReconstructor:
     fp16 : bool or None
         None: fp16 only where it is the natural fast path (TensorRT's engine); True: also a
         float16 model on CUDA (a sibling ``NAME_fp16.onnx`` or converted at load); False: fp32
-        everywhere. The CPU always runs fp32.
+        everywhere. The CPU runs the arithmetic of ``precision``.
+    precision : {"auto", "fp32", "int8", "bf16"} or None
+        Arithmetic of the model (`mlsim_live.engine.precision.resolve_precision`): ``int8``
+        loads ``NAME.int8.onnx`` (made by ``mlsim-live quantize``), ``bf16`` is refused (ONNX
+        Runtime has no bf16 convolution on the CPU), ``auto`` takes the fastest one the card
+        records as accurate, else fp32. None: `mlsim_live.engine.precision.default_precision`
+        (``auto``, or the CLI's ``--precision``). A precision copy given as the model
+        (``NAME.int8.onnx``) runs as given under ``auto``.
     tile_size : int
         Largest input side (pixels) run in one piece; larger frames are tiled. Bounds memory.
     tile_overlap : int
@@ -159,14 +207,16 @@ class RCANReconstructor:
         ood_every: int = 10,
         cache_dir: str | os.PathLike[str] | None = None,
         offset_adu: float | None = None,
+        precision: str | None = None,
     ) -> None:
         if model is None:
             from mlsim_live.paths import default_model_path
 
             model = default_model_path(self.method)
         path = check_model_file(Path(model))
-        self.path = path
         self.card = read_model_card(path)
+        path = self._choose_precision(path, precision, provider)
+        self.path = path
         self.multiple = max(
             1, _card_int(self.card, "size_multiple", "input_multiple") or DEFAULT_SIZE_MULTIPLE
         )
@@ -226,13 +276,46 @@ class RCANReconstructor:
                 hw = (int(warmup[0]), int(warmup[1]))  # type: ignore[index]
             self.warm_up(hw)
 
+    def _choose_precision(self, path: Path, precision: str | None, provider: str) -> Path:
+        """The file to load for ``precision``; sets ``precision`` and ``precision_reason``."""
+        base, file_precision = split_variant(path)
+        self.precision_reason = ""
+        precision = prec.check_precision_name(precision or prec.default_precision())
+        if file_precision != prec.FP32 and precision == prec.AUTO:
+            self.precision = file_precision
+            return path
+        if file_precision != prec.FP32 and precision != file_precision:
+            path = base  # an explicit request on a precision copy: resolve it for its model
+        from mlsim_live.engine import providers as prov
+
+        gpu = prov.resolve_provider(provider) in ("auto", prov.CUDA, prov.TENSORRT) and any(
+            p in prov.available_providers() for p in (prov.CUDA, prov.TENSORRT)
+        )
+        choice = prec.resolve_precision(check_model_file(path), self.card, precision, on_gpu=gpu)
+        self.precision = choice.precision
+        self.precision_reason = choice.reason
+        if choice.precision != prec.FP32:
+            log.info("precision %s (%s): %s", choice.precision, choice.path.name, choice.reason)
+        return check_model_file(choice.path)
+
     # -- Reconstructor protocol ---------------------------------------------------------------
 
     def reconstruct(self, group: np.ndarray) -> np.ndarray:
         """Reconstruct one group ``(9, H, W)`` into ``(scale*H, scale*W)`` float32."""
+        return self.finish(self.prepare(group))
+
+    def prepare(self, group: np.ndarray) -> PreparedGroup:
+        """Check and normalize a group for the network (no inference): the first stage of
+        `reconstruct`. It may run on another thread while `finish` runs an earlier group."""
         arr = np.asarray(group)
         self._check_group(arr)
-        return self._infer(arr, *self._model_input(arr))
+        x, norm = self._model_input(arr)
+        return PreparedGroup(arr, x, norm, {})
+
+    def finish(self, prepared: PreparedGroup) -> np.ndarray:
+        """Run the network on a prepared group; return ``(scale*H, scale*W)`` float32."""
+        assert prepared.x is not None and prepared.norm is not None
+        return self._infer(prepared.raw, prepared.x, prepared.norm)
 
     @staticmethod
     def _check_group(arr: np.ndarray) -> None:
@@ -320,6 +403,7 @@ class RCANReconstructor:
 
     def __repr__(self) -> str:
         return (
-            f"RCANReconstructor({self.path.name!r}, provider={self.provider!r}, "
-            f"scale={self.scale}, fp16={self.fp16}, tile_size={self.tile_size})"
+            f"{type(self).__name__}({self.path.name!r}, provider={self.provider!r}, "
+            f"scale={self.scale}, fp16={self.fp16}, precision={self.precision!r}, "
+            f"tile_size={self.tile_size})"
         )

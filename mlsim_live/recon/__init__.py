@@ -32,6 +32,7 @@ def make_reconstructor(
     model: str | Path | None = None,
     optics: Optics | None = None,
     offset_adu: float | None = None,
+    precision: str | None = None,
     **kw: Any,
 ) -> Reconstructor:
     """Build a reconstructor by name.
@@ -50,6 +51,9 @@ def make_reconstructor(
         NA, emission wavelength and pixel size, when known.
     offset_adu : float, optional
         Background to subtract; each reconstructor estimates it when omitted.
+    precision : {"auto", "fp32", "int8", "bf16"}, optional
+        Arithmetic of the learned methods (`mlsim_live.engine.precision`; default ``auto``);
+        checked but without effect on the classical methods.
     **kw
         Passed on to the reconstructor's constructor, e.g. ``reuse_estimate=True`` or
         ``wiener_w=0.1`` for ``"wiener"``, ``provider=...`` for ``"rcan"``.
@@ -64,6 +68,12 @@ def make_reconstructor(
         For an unknown method, or ``"rcan"`` without its runtime installed.
     """
     name = str(method).lower()
+    if precision is not None:
+        from mlsim_live.engine.precision import check_precision_name
+
+        precision = check_precision_name(precision)
+        if name in LEARNED_METHODS:
+            kw["precision"] = precision
     if name == "widefield":
         from mlsim_live.recon.widefield import WidefieldReconstructor
 
