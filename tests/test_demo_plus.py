@@ -206,3 +206,42 @@ def test_cli_engine_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--pattern-group" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.mm
+@pytest.mark.slow
+def test_interrupted_plus_demo_saves_whole_groups(tmp_path):
+    """SIGINT ends the pymmcore-plus demo between groups: exit 130, every raw frame in the
+    OME-TIFF, the SR file and summary written (a Ctrl-C during the wait once lost the run)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    args = ["demo", "--engine", "pymmcore-plus", "--headless", "--groups", "100000"]
+    args += ["--size", "32", "--out", str(out), "--method", "widefield", "--exposure-ms", "2"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlsim_live", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".demo_1_sr.tif") for p in out.glob(".*")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    summary = json.loads((out / "demo_1_summary.json").read_text())
+    assert summary["acquisition_ended"] == "interrupted" and summary["incomplete_groups"] == 0
+    assert summary["raw_frames"] == 9 * summary["groups_submitted"] > 0
+    with tifffile.TiffFile(out / "demo_1.ome.tif") as tif:
+        assert len(tif.pages) == summary["raw_frames"]
+    assert tifffile.imread(out / "demo_1_sr.tif").shape[0] == summary["groups_reconstructed"]

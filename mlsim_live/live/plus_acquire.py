@@ -290,6 +290,7 @@ class PlusAcquisition:
             self.dataset_path = settings.out / f"{dataset_name or settings.name}{RAW_SUFFIX}"
         self.ended = "not started"
         self._error: BaseException | None = None
+        self._mda_done = threading.Event()
 
     def stop(self) -> None:
         """End the run after the SIM group under way (thread-safe, idempotent)."""
@@ -320,6 +321,7 @@ class PlusAcquisition:
         previous_engine = runner.set_engine(self.engine)
         self.handler.connect(self.core.mda.events)
         thread = threading.Thread(target=self._run_mda, name="mlsim-mda", daemon=True)
+        self._mda_done.clear()
         started = time.perf_counter()
         acquisition_s = None
         try:
@@ -327,12 +329,12 @@ class PlusAcquisition:
             self.handler.restart_idle()
             thread.start()
             try:
-                self._wait(thread)
+                self._wait()
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the group under way finishes
                 self.ended = "interrupted"
                 self.engine.request_stop()
                 log.warning("interrupted: no new SIM group starts; the one under way is saved")
-                self._wait(thread)
+                self._wait()
             acquisition_s = time.perf_counter() - started
             if self._error is not None:
                 self.ended = "failed"
@@ -346,7 +348,7 @@ class PlusAcquisition:
             raise
         finally:
             self.handler.disconnect(self.core.mda.events)
-            if not thread.is_alive() and previous_engine is not None:
+            if self._mda_done.is_set() and previous_engine is not None:
                 runner.set_engine(previous_engine)
             saved = self.dataset_path if self.dataset_path and self.dataset_path.exists() else None
             stats = AcquisitionStats(
@@ -375,14 +377,19 @@ class PlusAcquisition:
             self.core.mda.run(self.events(), output=output)
         except BaseException as exc:  # reported by run() in the calling thread
             self._error = exc
+        finally:
+            self._mda_done.set()
 
-    def _wait(self, thread: threading.Thread) -> None:
-        """Wait for the MDA thread; settle ``ended``; cancel a stalled acquisition."""
+    def _wait(self) -> None:
+        """Wait for the MDA thread; settle ``ended``; cancel a stalled acquisition.
+
+        Waits on an event, not ``Thread.join``: a join interrupted by Ctrl-C can leave the
+        thread looking finished while it still runs (CPython 3.11).
+        """
         limit_s = self.settings.stall_limit_s
-        while thread.is_alive():
-            thread.join(0.1)
+        while not self._mda_done.wait(0.1):
             idle_s = self.handler.idle_s()
-            if limit_s is not None and idle_s > limit_s and thread.is_alive():
+            if limit_s is not None and idle_s > limit_s:
                 log.error(
                     "no frame arrived for %.1f s (%d frames so far): the acquisition is stalled "
                     "and is cancelled",
@@ -391,8 +398,7 @@ class PlusAcquisition:
                 )
                 self.ended = "stalled"
                 self.core.mda.cancel()
-                thread.join(_CANCEL_GRACE_S)
-                if thread.is_alive():
+                if not self._mda_done.wait(_CANCEL_GRACE_S):
                     log.error(
                         "pymmcore-plus did not end the stalled acquisition within %.0f s; the "
                         "outputs are closed without it",
