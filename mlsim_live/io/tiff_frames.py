@@ -77,7 +77,9 @@ class _PageFrames:
     def read(self, frames: np.ndarray) -> np.ndarray:
         try:
             with _capture_tifffile_log() as tlog:
-                data = self._tif.asarray(key=[int(f) for f in frames], series=self._series_index)
+                data = self._tif.asarray(  # decoded here: its log is this thread's
+                    key=[int(f) for f in frames], series=self._series_index, maxworkers=1
+                )
         except MLSimError:
             raise
         except Exception as exc:
