@@ -11,6 +11,7 @@
 #   --python   interpreter that has torch (default: python3)
 #   --budget-s wall-clock limit of the bench step (default 210)
 #   --cpu      dry run without a GPU: small size, tiny models, no installs
+#   --precisions  CPU precisions of the bench (default fp32,bf16,int8)
 #
 # Writes: OUT/bench_gpu.json (the bench with its "parity" section), OUT/gpu_check.json (what
 # was installed, what ran, and why anything was skipped), OUT/engine_tests.xml (the engine tests,
@@ -25,7 +26,12 @@ REPEATS=20
 PY="python3"
 BUDGET_S=210
 CPU_ONLY=0
-MODELS="default,paper"
+# default = the default learned method's model (wiener-rcan, Wiener prior included in its rows);
+# the end-to-end shipped model and the paper architecture (random weights) beside it
+MODELS="default,$REPO/models/rcan_default.onnx,paper"
+# CPU rows in every precision: int8 (NAME.int8.onnx, else quantized by the bench), bf16 (skipped
+# with the reason where ONNX Runtime cannot run it); the GPU rows are fp32/fp16 by backend
+PRECISIONS="fp32,bf16,int8"
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
     --python) PY="$2"; shift 2 ;;
     --budget-s) BUDGET_S="$2"; shift 2 ;;
     --cpu) CPU_ONLY=1; shift ;;
+    --precisions) PRECISIONS="$2"; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -98,7 +105,7 @@ TESTS_RC="skipped (no pytest)"
 if "$PY" -c "import pytest" >/dev/null 2>&1; then
   log "engine tests (CUDA vs CPU parity on a small model included when CUDA works)"
   if (cd "$REPO" && timeout 120 "$PY" -m pytest -q -p no:cacheprovider \
-      tests/test_engine_rcan.py tests/test_engine_providers.py \
+      tests/test_engine_rcan.py tests/test_engine_providers.py tests/test_precision.py -m "not slow" \
       --junitxml "$OUT_DIR/engine_tests.xml" >>"$LOG" 2>&1); then
     TESTS_RC=0
   else
@@ -113,6 +120,7 @@ log "bench: size $SIZE, models $MODELS, repeats $REPEATS, budget ${BUDGET_S}s"
 BENCH_RC=0
 timeout "$BUDGET_S" "$PY" -c 'import sys; from mlsim_live.cli import main; sys.exit(main())' \
   bench --size "$SIZE" --repeats "$REPEATS" --max-time-s 15 --models "$MODELS" --parity \
+  --precisions "$PRECISIONS" \
   --json "$BENCH_JSON" 2>&1 | tee -a "$LOG" || BENCH_RC=$?
 log "bench exit code: $BENCH_RC"
 
@@ -162,12 +170,15 @@ if info["bench_json"]:
     with open(bench_json, encoding="utf-8") as f:
         bench = json.load(f)
     info["results"] = [
-        {k: r[k] for k in ("model", "backend", "provider", "precision", "groups_per_s",
-                           "ratio_vs_torch_eager")} | {"p50_ms": r["latency_ms"]["p50"]}
+        {k: r.get(k) for k in ("model", "backend", "provider", "precision", "groups_per_s",
+                               "ratio_vs_torch_eager", "achieved_gflops", "peak_gflops",
+                               "fraction_of_peak")} | {"p50_ms": r["latency_ms"]["p50"]}
         for r in bench["results"]
     ]
     info["parity"] = bench.get("parity", [])
     info["skipped"] = bench.get("skipped", [])
+    info["peak_gflops"] = bench.get("peak_gflops", {})
+    info["instruction_sets"] = bench.get("machine", {}).get("instruction_sets")
 elif int(bench_rc) == 124:
     info["notes"].append("the bench ran out of its time budget")
 tmp = out + ".tmp"
