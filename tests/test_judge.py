@@ -247,6 +247,43 @@ def test_the_judge_is_reproducible_with_its_seed() -> None:
     assert a.to_dict()["methods"] == b.to_dict()["methods"]
 
 
+class FallsBackAtLowDose:
+    """Test double: widefield, counted as a fallback (`SupportsFallback`) when the input holds
+    fewer photons than a threshold, as wiener-rcan sends a group without signal elsewhere."""
+
+    provider = "numpy"
+    scale = 2
+
+    def __init__(self, base, min_total: float) -> None:
+        self.base = base
+        self.name = f"fallback+{base.name}"
+        self.min_total = min_total
+        self.fallback_groups = 0
+
+    def reconstruct(self, group: np.ndarray) -> np.ndarray:
+        if float(np.sum(group)) < self.min_total:
+            self.fallback_groups += 1
+        return self.base.reconstruct(group)
+
+
+def test_the_judge_reports_where_a_method_fell_back() -> None:
+    group = simulate_group(SIMParams(optics=OPTICS, camera=SCMOS), "filaments", 64, 7)
+    recons = {m: make_reconstructor(m, optics=OPTICS) for m in ("widefield", "wiener")}
+    calibration = estimate_photon_calibration(group.raw)
+    total = float(np.sum(calibration.to_photons(group.raw)))
+    # falls back below a third of the dose: rungs 1/4 and 1/8, not the halves or 1/2
+    recons["guarded"] = FallsBackAtLowDose(recons["widefield"], total / 3)
+    j = judge_group(group.raw, recons, optics=OPTICS, calibration=calibration, n_rungs=3)
+    by_method = {m.method: m for m in j.methods}
+    assert by_method["guarded"].fallback == (0.25, 0.125)
+    assert by_method["wiener"].fallback == ()
+    assert j.to_dict()["methods"]["guarded"]["fallback"] == [0.25, 0.125]
+    assert "fallback" not in j.to_dict()["methods"]["wiener"]
+    from mlsim_live.judge.report import stack_markdown
+
+    assert "fell back to its fallback method at dose 1/4, dose 1/8" in stack_markdown(j)
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------

@@ -114,6 +114,13 @@ def _frc_section(j: StackJudgement, unit: str) -> list[str]:
                 "never falls below 1/7: the halves agree up to the grid's Nyquist frequency "
                 "(a fixed texture, or resolution at the sampling limit; see beads and ladder)"
             )
+        if m.fallback:
+            doses = ", ".join(
+                "the FRC halves" if d == "halves" else f"dose 1/{round(1 / float(d))}"
+                for d in dict.fromkeys(m.fallback)
+            )
+            note = f"{note}; " if note else ""
+            note += f"fell back to its fallback method at {doses}"
         lines.append(f"| {m.method} | {_num(value, '.0f')} | {note} |")
     return lines
 

@@ -38,6 +38,10 @@ class MethodJudgement:
         Scores per rung against the full-dose Wiener reconstruction, full dose first.
     beads : BeadStats or None
         Bead counts and sizes on the full-dose reconstruction (bead stacks only).
+    fallback : tuple of float or str
+        Inputs the method did not reconstruct its own way but sent to its fallback (e.g.
+        wiener-rcan where the Wiener path finds no signal): ladder dose fractions, and
+        ``"halves"`` when a split-half FRC input did. Empty for most methods.
     """
 
     method: str
@@ -45,6 +49,7 @@ class MethodJudgement:
     frc: FRCResult
     ladder: tuple[LadderScore, ...]
     beads: BeadStats | None = None
+    fallback: tuple[float | str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -57,6 +62,8 @@ class MethodJudgement:
         d["ladder"] = [s.to_dict() for s in self.ladder]
         if self.beads is not None:
             d["beads"] = self.beads.to_dict()
+        if self.fallback:
+            d["fallback"] = list(self.fallback)
         return d
 
 

@@ -47,7 +47,7 @@ from mlsim_live.judge.results import (
     StackJudgement,
 )
 from mlsim_live.judge.stack import StackInfo, read_stack_info
-from mlsim_live.recon.base import Reconstructor
+from mlsim_live.recon.base import Reconstructor, SupportsFallback
 from mlsim_live.sim.optics import Optics
 
 __all__ = [
@@ -227,7 +227,7 @@ def judge_group(
     rng = np.random.default_rng(stack_seed(seed, name))
     names = list(reconstructors)
     fractions = [1.0] + [0.5**i for i in range(1, n_rungs + 1)]
-    frcs, images = _reconstruct_all(
+    frcs, images, fallbacks = _reconstruct_all(
         photons, reconstructors, fractions, rng, sr_px_um, name=name, progress=progress
     )
     band = beyond_cutoff_band(fc_px / 2, k_px / 2)
@@ -251,6 +251,7 @@ def judge_group(
             frc=frcs[m],
             ladder=tuple(s for s in scores if s.method == m),
             beads=beads.get(m),
+            fallback=tuple(fallbacks[m]),
         )
         for m in names
     )
@@ -298,12 +299,14 @@ def _reconstruct_all(
     *,
     name: str,
     progress: bool,
-) -> tuple[dict[str, FRCResult], dict[float, dict[str, np.ndarray]]]:
-    """Every method's split-half FRC, and its reconstruction of every rung of the photon ladder
-    (``fractions``, full dose first: nested thinning of the same photons)."""
+) -> tuple[dict[str, FRCResult], dict[float, dict[str, np.ndarray]], dict[str, list[float | str]]]:
+    """Every method's split-half FRC, its reconstruction of every rung of the photon ladder
+    (``fractions``, full dose first: nested thinning of the same photons), and per method the
+    inputs it sent to its fallback (dose fractions, ``"halves"`` for the FRC halves)."""
     from tqdm import tqdm
 
     names = list(reconstructors)
+    fallbacks: dict[str, list[float | str]] = {m: [] for m in names}
     bar = tqdm(
         total=len(names) * (2 + len(fractions)),
         desc=f"judge {name}",
@@ -312,8 +315,12 @@ def _reconstruct_all(
         leave=False,
     )
 
-    def run(method: str, data: np.ndarray) -> np.ndarray:
-        img = np.asarray(reconstructors[method].reconstruct(data), dtype=np.float32)
+    def run(method: str, data: np.ndarray, dose: float | None = None) -> np.ndarray:
+        rec = reconstructors[method]
+        before = _fallback_count(rec)
+        img = np.asarray(rec.reconstruct(data), dtype=np.float32)
+        if _fallback_count(rec) > before:
+            fallbacks[method].append("halves" if dose is None else dose)
         bar.update(1)
         return img
 
@@ -329,10 +336,17 @@ def _reconstruct_all(
             rungs.append((fraction, current))
         images: dict[float, dict[str, np.ndarray]] = {}
         for fraction, data in rungs:
-            images[fraction] = {m: run(m, data) for m in names}
+            images[fraction] = {m: run(m, data, fraction) for m in names}
     finally:
         bar.close()
-    return frcs, images
+    return frcs, images, fallbacks
+
+
+def _fallback_count(reconstructor: Reconstructor) -> int:
+    """Groups the reconstructor has sent to its fallback so far (0 when it has none)."""
+    if isinstance(reconstructor, SupportsFallback):
+        return int(reconstructor.fallback_groups)
+    return 0
 
 
 def _ladder_scores(
