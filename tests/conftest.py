@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+
+# The standard LogRecord factory, taken before any plugin's session fixture replaces it.
+_LOG_RECORD_FACTORY = logging.getLogRecordFactory()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def standard_log_records():
+    """Keep Python's own log records for the whole suite.
+
+    napari's pytest plugin (installed with the ``napari`` extra, and loaded by pytest wherever
+    napari is) swaps in a record factory that turns every log argument but int and float into a
+    string, so a ``%d`` or ``%.1f`` of a numpy number fails to format. Session fixtures of
+    plugins run first: this one restores the standard factory after napari's.
+    """
+    replaced = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(_LOG_RECORD_FACTORY)
+    yield
+    logging.setLogRecordFactory(replaced)
 
 
 class FakeReconstructor:

@@ -106,7 +106,8 @@ class LazyStack:
         out = np.empty((len(indices), *self.shape[1:]), self.dtype)
         for k, i in enumerate(indices):
             out[k] = self._read(int(i))
-        return out[(slice(None), *rest)] if rest else out
+        every_frame: tuple[Any, ...] = (slice(None), *rest)
+        return out[every_frame] if rest else out
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self[:]
