@@ -365,3 +365,32 @@ def test_reader_takes_the_live_writers_sr_file(stack, tmp_path):
     assert kwargs["name"] == "cells SR widefield"
     assert data.shape == (N_GROUPS, 2 * SIZE, 2 * SIZE)
     np.testing.assert_allclose(kwargs["scale"][1:], [PIXEL_UM / 2] * 2, rtol=1e-4)
+
+
+@pytest.mark.mm
+def test_live_layer_follows_the_pymmcore_plus_demo(viewer, qtbot, tmp_path):
+    """As under napari-micromanager: pymmcore-plus drives the (simulated) microscope while a
+    QApplication runs, and the layer follows the pipeline fed by the frameReady handler."""
+    pytest.importorskip("pymmcore_plus")
+    pytest.importorskip("mm_test_adapters")
+    from mlsim_live.live.demo import DemoSettings
+    from mlsim_live.live.plus_demo import PlusDemoRun
+    from mlsim_live.napari import LiveSRLayer
+
+    live = LiveSRLayer(viewer, stem="demo")
+    settings = DemoSettings(
+        groups=3, size=32, out=tmp_path, exposure_ms=1.0, method="wiener", policy="all"
+    )
+    demo = PlusDemoRun(settings, sinks=(live,))
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=demo.run()))
+    thread.start()
+    qtbot.waitUntil(lambda: "summary" in outcome, timeout=120_000)
+    thread.join()
+    summary = outcome["summary"]
+    assert summary["groups_reconstructed"] == 3 and summary["errors"] == 0
+    qtbot.waitUntil(lambda: live.shown_index == 2 and live.closed, timeout=10_000)
+    sr = viewer.layers["demo SR"]
+    np.testing.assert_array_equal(sr.data, tifffile.imread(tmp_path / "demo_1_sr.tif")[-1])
+    np.testing.assert_allclose(sr.scale, [summary["pixel_size_um"] / 2] * 2)
+    assert sr.metadata[META_KEY]["simulated"] is True
