@@ -19,6 +19,19 @@ from mlsim_live.live.demo import DemoRun, DemoSettings, configure_camera, demo_b
 pytestmark = pytest.mark.mm
 
 
+def wait_for_hidden_sr(
+    proc: subprocess.Popen, out: Path, name: str, min_bytes: int, timeout_s: float = 120
+) -> None:
+    """Wait until the SR file being written (a hidden temporary file beside ``out/name``)
+    holds ``min_bytes``; kill the run and fail when it ends or the time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    while not any(p.stat().st_size > min_bytes for p in out.glob(f".{name}.*.tmp")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate(timeout=60))
+        time.sleep(0.1)
+
+
 def n_images(path: Path) -> int:
     from ndtiff import Dataset
 
@@ -66,10 +79,8 @@ def test_interrupted_demo_saves_raw_and_sr(tmp_path, sig):
         text=True,
     )
     sr = out / "demo_1_sr.tif"
-    deadline = time.monotonic() + 120
-    while not (sr.exists() and sr.stat().st_size > 20000):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
+    wait_for_hidden_sr(proc, out, "demo_1_sr.tif", min_bytes=20000)
+    assert not sr.exists()  # the one output rule: published only at the end
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err

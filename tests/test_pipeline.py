@@ -363,8 +363,7 @@ def test_late_result_after_close_timeout_keeps_the_sr_file(tmp_path):
     assert summary["groups_reconstructed"] == 1 and summary["groups_dropped"] == 1
     recon.gate.set()
     assert recon.finished.wait(10)
-    pipeline._worker._thread.join(10)
-    assert not pipeline._worker._thread.is_alive()
+    assert pipeline.wait_finished(10)
     np.testing.assert_array_equal(tifffile.imread(sr_path), np.ones((32, 24), np.float32))
     after = pipeline.summary
     assert after["groups_reconstructed"] == 1 and after["groups_dropped"] == 1
@@ -403,7 +402,7 @@ def test_submit_waiting_for_room_when_closed_counts_as_dropped(fake_reconstructo
     pusher.join(10)
     assert not pusher.is_alive()
     gate.set()
-    pipeline._worker._thread.join(10)
+    assert pipeline.wait_finished(10)
     summary = pipeline.summary
     assert summary["groups_acquired"] == 3
     assert summary["groups_reconstructed"] == 0 and summary["groups_dropped"] == 3

@@ -154,17 +154,20 @@ def test_close_timeout_is_honoured_with_a_slow_sink(fake_reconstructor):
     assert sink.closed and len(sink.results) == 1
 
 
-def test_group_completed_just_before_close_is_counted(fake_reconstructor):
-    pipeline = Pipeline(fake_reconstructor(), policy="all")
-    entered, go = threading.Event(), threading.Event()
-    original = pipeline._worker.submit
+def test_group_completed_just_before_close_is_counted(fake_reconstructor, monkeypatch):
+    from mlsim_live.live.worker import ReconstructionWorker
 
-    def slow_submit(group):
+    entered, go = threading.Event(), threading.Event()
+    original = ReconstructionWorker.submit
+
+    def slow_submit(worker, group):
         entered.set()
         go.wait(10)
-        original(group)
+        original(worker, group)
 
-    pipeline._worker.submit = slow_submit  # the push stalls between grouping and submission
+    # the push stalls between grouping and submission (a stall injected in the worker's API)
+    monkeypatch.setattr(ReconstructionWorker, "submit", slow_submit)
+    pipeline = Pipeline(fake_reconstructor(), policy="all")
     pusher = threading.Thread(target=push_group, args=(pipeline, 0), daemon=True)
     pusher.start()
     assert entered.wait(10)
@@ -195,8 +198,8 @@ def test_raising_on_result_is_not_counted_twice(fake_reconstructor):
     worker.submit(group)
     worker.close(10)
     stats = worker.stats()
-    assert stats["groups_reconstructed"] == 1 and stats["errors"] == 0
-    assert stats["delivery_errors"] == 1
+    assert stats.groups_reconstructed == 1 and stats.errors == 0
+    assert stats.delivery_errors == 1
 
 
 # ---- fault injection: a reconstructor that fails every third group, a hanging sink ----

@@ -9,9 +9,9 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlsim_live.errors import MLSimError
 
@@ -108,8 +108,17 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool) -> None:
         raise MLSimError(f"{path}: output already exists; expected a new path or --overwrite")
 
 
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``path``; without ``overwrite`` never clobber a file."""
+def publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``path`` at once; without ``overwrite`` never clobber a file.
+
+    For outputs written over a long time (a run's SR file) to a `temp_path_for` path;
+    `atomic_path` does the same for a file written in one go.
+
+    Raises
+    ------
+    MLSimError
+        ``path`` exists (it appeared meanwhile) and ``overwrite`` is false.
+    """
     if overwrite:
         os.replace(tmp, path)
         return
@@ -127,6 +136,9 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
+
+
+_publish = publish  # the name trust.sink imports
 
 
 @contextlib.contextmanager
@@ -153,10 +165,37 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     tmp = temp_path_for(path)
     try:
         yield tmp
-        _publish(tmp, path, overwrite)
+        publish(tmp, path, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_bytes_atomic(
+    path: str | os.PathLike[str],
+    write: Callable[[BinaryIO], object],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``path`` atomically: ``write(file)`` fills a temporary file, flushed to disk, that
+    then becomes ``path``; on error nothing is left. Return the path.
+
+    Raises
+    ------
+    MLSimError
+        If ``path`` exists and ``overwrite`` is false, or its folder does not exist.
+    """
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see `write_bytes_atomic`); return the path."""
+    return write_bytes_atomic(path, lambda fh: fh.write(text.encode("utf-8")), overwrite=overwrite)
 
 
 def write_json_atomic(

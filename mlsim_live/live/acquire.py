@@ -22,6 +22,7 @@ import numpy as np
 from mlsim_live.constants import GROUP_SIZE, N_ANGLES, N_PHASES
 from mlsim_live.errors import MLSimError, one_line
 from mlsim_live.live.processor import SIMProcessor
+from mlsim_live.live.stats import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,58 @@ def _ask(acq: Any, name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class AcquisitionStats:
+    """What the acquisition loop adds to a run's summary.
+
+    Attributes
+    ----------
+    groups_requested : int or None
+        Groups asked for (None: until stopped).
+    groups_submitted : int
+        Groups whose events were queued.
+    raw_frames : int
+        Frames that reached the image processor.
+    stage_errors : int
+        Failures of the image-processor stages (their frames went on unchanged).
+    ended : str
+        ``acquisition_ended``: ``completed`` (every group was acquired), ``stopped``,
+        ``interrupted`` (Ctrl-C or SIGTERM, after the frames already queued), ``aborted`` (by
+        Pycro-Manager, e.g. a failing hook), ``stalled`` (no frame for ``stall_limit_s``) or
+        ``failed`` (an exception).
+    acquisition_s : float or None
+        Wall time of the acquisition.
+    raw_dataset : Path or None
+        The raw NDTiff dataset.
+    """
+
+    groups_requested: int | None
+    groups_submitted: int
+    raw_frames: int
+    stage_errors: int
+    ended: str
+    acquisition_s: float | None
+    raw_dataset: Path | None
+
+    @property
+    def interrupted(self) -> bool:
+        """Ended by Ctrl-C or SIGTERM."""
+        return self.ended == "interrupted"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its keys of the summary JSON."""
+        return {
+            "groups_requested": self.groups_requested,
+            "groups_submitted": self.groups_submitted,
+            "raw_frames": self.raw_frames,
+            "stage_errors": self.stage_errors,
+            "acquisition_ended": self.ended,
+            "interrupted": self.interrupted,
+            "acquisition_s": self.acquisition_s,
+            "raw_dataset": None if self.raw_dataset is None else str(self.raw_dataset),
+        }
+
+
+@dataclass(frozen=True)
 class AcquisitionSettings:
     """A SIM time series.
 
@@ -324,16 +377,10 @@ class SIMAcquisition:
         """True once ``stop`` was called."""
         return self._stop.is_set()
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         """Acquire until ``groups`` are done or ``stop()``; close the processor; return summary.
 
-        The summary adds to the processor's: ``groups_requested``, ``groups_submitted``,
-        ``raw_frames``, ``stage_errors`` (failures of the image-processor stages, whose frames
-        went on unchanged), ``acquisition_ended`` (``completed``: every group was acquired;
-        ``stopped``; ``interrupted`` by Ctrl-C or SIGTERM, after the frames already queued;
-        ``aborted`` by Pycro-Manager, e.g. a failing hook; ``stalled``: no frame for
-        ``stall_limit_s``; ``failed``: an exception), ``interrupted``, ``acquisition_s`` and
-        ``raw_dataset``.
+        The summary is the processor's with an `AcquisitionStats` section.
         """
         from pycromanager import Acquisition
 
@@ -373,19 +420,16 @@ class SIMAcquisition:
                 self.ended = "failed"
             raise
         finally:
-            self.processor.extra_summary.update(
-                {
-                    "groups_requested": s.groups,
-                    "groups_submitted": self.groups_submitted,
-                    "raw_frames": self._counter.count,
-                    "stage_errors": self._chain.errors,
-                    "acquisition_ended": self.ended,
-                    "interrupted": self.ended == "interrupted",
-                    "acquisition_s": None if acquisition_s is None else round(acquisition_s, 3),
-                    "raw_dataset": str(self.dataset_path) if self.dataset_path else None,
-                }
+            figures = AcquisitionStats(
+                groups_requested=s.groups,
+                groups_submitted=self.groups_submitted,
+                raw_frames=self._counter.count,
+                stage_errors=self._chain.errors,
+                ended=self.ended,
+                acquisition_s=None if acquisition_s is None else round(acquisition_s, 3),
+                raw_dataset=self.dataset_path,
             )
-            summary = self.processor.close()
+            summary = self.processor.finish(sections=(figures,))
         return summary
 
     def _queue_groups(self, acq: Any) -> None:
@@ -398,7 +442,14 @@ class SIMAcquisition:
             if ended is not None:
                 self.ended = ended
                 return
-            acq.acquire(sim_group_events(index, s.exposure_ms, s.pattern_group, s.interval_s))
+            try:
+                acq.acquire(sim_group_events(index, s.exposure_ms, s.pattern_group, s.interval_s))
+            except Exception as exc:  # Pycro-Manager ended it since the check above
+                if not acquisition_ended(acq):
+                    raise
+                log.error("Pycro-Manager ended the acquisition (%s); no more groups", one_line(exc))
+                self.ended = "aborted"
+                return
             index += 1
             self.groups_submitted = index
         self.ended = "completed"

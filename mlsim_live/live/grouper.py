@@ -170,7 +170,7 @@ class FrameGrouper:
         slot = angle * N_PHASES + phase
         if pending.present[slot]:
             self.duplicates += 1
-            log.debug("duplicate frame %s: the last one wins", dict(axes))
+            log.debug("duplicate frame %s: the last one wins", str(dict(axes)))
         pending.frames[slot] = frame
         pending.present[slot] = True
         if not pending.present.all():

@@ -19,6 +19,7 @@ from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.grouper import FrameGrouper, IncompleteGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.sinks import Sink
+from mlsim_live.live.stats import IncompleteGroupInfo, RunStats, SinkFailure
 from mlsim_live.live.worker import ReconstructionWorker, reconstructor_name
 from mlsim_live.recon.base import Reconstructor
 
@@ -46,9 +47,9 @@ While the pipeline runs, ``groups_pending`` (frames not yet complete), ``groups_
 """
 
 
-def invariant_violations(summary: Mapping[str, Any]) -> list[str]:
-    """The `INVARIANTS` a closed pipeline's summary breaks (empty when it holds them all)."""
-    s = summary
+def invariant_violations(summary: Mapping[str, Any] | RunStats) -> list[str]:
+    """The `INVARIANTS` a closed pipeline's stats (or summary dict) break (empty: none)."""
+    s = summary.to_dict() if isinstance(summary, RunStats) else summary
     broken = []
     frames = (
         9 * s["groups_acquired"]
@@ -241,6 +242,16 @@ class Pipeline:
         return self._worker.waiting
 
     @property
+    def model(self) -> str:
+        """The reconstructor's name (e.g. ``wiener`` or ``rcan:<model file>``)."""
+        return reconstructor_name(self.reconstructor)
+
+    @property
+    def provider(self) -> str:
+        """Where the reconstructor runs (e.g. ``CPUExecutionProvider``)."""
+        return str(getattr(self.reconstructor, "provider", "unknown"))
+
+    @property
     def latency(self) -> LatencyWindow:
         """End-to-end latencies (last raw frame in -> reconstruction out) of this run, in ms."""
         return self._worker.latencies_ms
@@ -267,7 +278,9 @@ class Pipeline:
             if self._closed:
                 self._frames_after_close += 1
                 self._frames_rejected += 1
-                log.warning("frame %s pushed after the pipeline was closed; ignored", dict(axes))
+                log.warning(
+                    "frame %s pushed after the pipeline was closed; ignored", str(dict(axes))
+                )
                 return
             self._frames_received += 1
             if self._first_frame_at is None:
@@ -334,16 +347,16 @@ class Pipeline:
             self._close(deadline)
         finally:
             self._close_done.set()
-        summary = self.summary
+        stats = self.stats
         log.info(
             "%d groups acquired, %d reconstructed, %d dropped, %d errors; latency p50 %s ms",
-            summary["groups_acquired"],
-            summary["groups_reconstructed"],
-            summary["groups_dropped"],
-            summary["errors"],
-            summary["latency_ms"]["p50"],
+            stats.groups_acquired,
+            stats.groups_reconstructed,
+            stats.groups_dropped,
+            stats.errors,
+            stats.latency_ms.p50,
         )
-        return summary
+        return stats.to_dict()
 
     def _close(self, deadline: float | None) -> None:
         if self._incomplete:
@@ -367,20 +380,13 @@ class Pipeline:
             )
 
     @property
-    def summary(self) -> dict[str, Any]:
-        """Counters and latency figures, safe to read from any thread at any time.
+    def stats(self) -> RunStats:
+        """A frozen snapshot of the counters and latency figures, from any thread at any time.
 
-        The keys of interface.md: ``groups_acquired``, ``groups_reconstructed``,
-        ``groups_dropped``, ``errors`` (failed reconstructions), ``latency_ms`` (``p50``,
-        ``p95``: last raw frame of a group in -> its reconstruction out), ``provider``,
-        ``model``; and ``incomplete_groups`` (with ``incomplete``: key and missing frames of the
-        first 100), ``duplicates``, ``ood_groups`` (of the ``ood_checks`` groups checked, those
-        outside the model's trained ranges), ``reconstruct_ms`` (inside the
-        reconstructor), ``frames_received``, ``frames_rejected``, ``groups_pending`` (being
-        filled), ``groups_waiting`` (for the worker), ``backpressure_waits``, ``sink_errors``,
-        ``policy``, ``simulated``, ``pixel_size_um``, ``sr_groups_per_s``.
+        Exact once the pipeline is closed; while it runs, the latency percentiles of a long run
+        may be up to half a second old (a status bar polls this for free).
         """
-        stats = self._worker.stats(exact=self._closed)
+        worker = self._worker.stats(exact=self._closed)
         with self._lock:
             frames_received = self._frames_received
             frames_rejected = self._frames_rejected
@@ -394,59 +400,61 @@ class Pipeline:
             first_at = self._first_frame_at
             pushing = self._pushing
         with self._failures_lock:
-            sink_failures = [dict(f) for f in self._sink_failures.values()]
+            sink_failures = tuple(SinkFailure(**f) for f in self._sink_failures.values())
         last_at = self._last_result_at
-        reconstructed = int(stats["groups_reconstructed"])  # type: ignore[call-overload]
-        submitted = int(stats["groups_submitted"])  # type: ignore[call-overload]
-        done = (
-            reconstructed
-            + int(stats["groups_dropped"])  # type: ignore[call-overload]
-            + int(stats["errors"])  # type: ignore[call-overload]
-            + int(stats["groups_waiting"])  # type: ignore[call-overload]
-        )
         rate = None
         if first_at is not None and last_at is not None and last_at > first_at:
-            rate = round(reconstructed / (last_at - first_at), 3)
-        summary = {
-            "groups_acquired": groups_acquired,
-            "groups_reconstructed": reconstructed,
-            "groups_dropped": stats["groups_dropped"],
-            "errors": stats["errors"],
-            "errors_by_reason": stats["errors_by_reason"],
-            "groups_refused": groups_refused,
-            "latency_ms": stats["latency_ms"],
-            "reconstruct_ms": stats["reconstruct_ms"],
-            "provider": str(getattr(self.reconstructor, "provider", "unknown")),
-            "model": reconstructor_name(self.reconstructor),
-            "incomplete_groups": len(incomplete),
-            "frames_incomplete": sum(9 - len(g.missing) for g in incomplete),
-            "incomplete": [
-                {"key": g.key, "missing": [list(m) for m in g.missing]}
-                for g in incomplete[:_INCOMPLETE_LISTED]
-            ],
-            "duplicates": duplicates,
-            "ood_groups": stats["ood_groups"],
-            "ood_checks": stats["ood_checks"],
-            "ood_check": stats["ood_check"],
-            "frames_received": frames_received,
-            "frames_rejected": frames_rejected,
-            "frames_after_close": frames_after_close,
-            "frames_pending": frames_pending,
-            "groups_pending": pending,
-            "groups_waiting": stats["groups_waiting"],
-            "groups_in_flight": max(0, submitted - done) + pushing,
-            "backpressure_waits": stats["backpressure_waits"],
-            "sink_errors": self._sink_errors,
-            "sink_failures": sink_failures,
-            "delivery_errors": stats["delivery_errors"],
-            "policy": self._worker.policy,
-            "simulated": self.simulated,
-            "pixel_size_um": self._worker.pixel_size_um,
-            "sr_groups_per_s": rate,
-        }
-        if "fallback_groups" in stats:  # the method reconstructs some groups another way
-            summary["fallback_groups"] = stats["fallback_groups"]
-        return summary
+            rate = round(worker.groups_reconstructed / (last_at - first_at), 3)
+        return RunStats(
+            groups_acquired=groups_acquired,
+            groups_reconstructed=worker.groups_reconstructed,
+            groups_dropped=worker.groups_dropped,
+            errors=worker.errors,
+            errors_by_reason=worker.errors_by_reason,
+            groups_refused=groups_refused,
+            latency_ms=worker.latency_ms,
+            reconstruct_ms=worker.reconstruct_ms,
+            provider=self.provider,
+            model=self.model,
+            incomplete_groups=len(incomplete),
+            frames_incomplete=sum(9 - len(g.missing) for g in incomplete),
+            incomplete=tuple(
+                IncompleteGroupInfo(g.key, g.missing) for g in incomplete[:_INCOMPLETE_LISTED]
+            ),
+            duplicates=duplicates,
+            ood_groups=worker.ood_groups,
+            ood_checks=worker.ood_checks,
+            ood_check=worker.ood_check,
+            frames_received=frames_received,
+            frames_rejected=frames_rejected,
+            frames_after_close=frames_after_close,
+            frames_pending=frames_pending,
+            groups_pending=pending,
+            groups_waiting=worker.groups_waiting,
+            groups_in_flight=max(0, worker.groups_submitted - worker.groups_done) + pushing,
+            backpressure_waits=worker.backpressure_waits,
+            sink_errors=self._sink_errors,
+            sink_failures=sink_failures,
+            delivery_errors=worker.delivery_errors,
+            policy=self._worker.policy,
+            simulated=self.simulated,
+            pixel_size_um=self._worker.pixel_size_um,
+            sr_groups_per_s=rate,
+            fallback_groups=worker.fallback_groups,
+        )
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """`stats` as the dict of the summary JSON (see `mlsim_live.live.stats.RunStats`)."""
+        return self.stats.to_dict()
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """After `close`: wait for the reconstruction thread to end; True when it has.
+
+        A reconstruction that outlived ``close``'s timeout ends the thread when it returns (its
+        result reaches no sink).
+        """
+        return self._worker.join(timeout)
 
     def __enter__(self) -> Pipeline:
         return self

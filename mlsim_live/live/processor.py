@@ -12,17 +12,18 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlsim_live.errors import MLSimError
-from mlsim_live.io.atomic import check_folder_writable
 from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.pipeline import Pipeline
+from mlsim_live.live.run import Run, RunOutputs
 from mlsim_live.live.sinks import Sink
-from mlsim_live.live.writer import SRTiffWriter, check_outputs_free, output_paths, write_summary
+from mlsim_live.live.stats import Figures, Percentiles, RunSummary, StatsSection
 from mlsim_live.recon import default_method
 from mlsim_live.recon.base import Reconstructor, warm_up
 from mlsim_live.sim.optics import Optics
@@ -30,6 +31,23 @@ from mlsim_live.sim.optics import Optics
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "mlsim"
+
+
+@dataclass(frozen=True)
+class HookStats:
+    """The Pycro-Manager hook's figures: time per call (ms), calls, and calls that failed."""
+
+    hook_ms: Percentiles
+    hook_calls: int
+    hook_failures: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Their keys of the summary JSON."""
+        return {
+            "hook_ms": self.hook_ms.to_dict(),
+            "hook_calls": self.hook_calls,
+            "hook_failures": self.hook_failures,
+        }
 
 
 class SIMProcessor:
@@ -56,8 +74,10 @@ class SIMProcessor:
     angle_axis, phase_axis : str
         Names of the event axes that carry the pattern angle (0..2) and phase (0..2).
     out : path-like, optional
-        Folder for ``<name>_sr.tif`` (written as groups arrive) and ``<name>_summary.json``
-        (written by ``close``). None writes no files.
+        Folder for ``<name>_sr.tif`` and ``<name>_summary.json``. The SR file is written as
+        groups arrive, to a hidden temporary file that ``close`` renames into place (the one
+        output rule of `mlsim_live.live.run`); ``close`` writes the summary. None writes no
+        files.
     name : str, optional
         Output name stem (default ``"mlsim"``).
     sinks : iterable of Sink
@@ -125,19 +145,12 @@ class SIMProcessor:
         if frame_shape is not None:
             warm_up(reconstructor, frame_shape)
         self.name = name or DEFAULT_NAME
-        self.sr_path: Path | None = None
-        self.summary_path: Path | None = None
-        self._overwrite = overwrite
-        all_sinks = list(sinks)
-        if out is not None:
-            self.sr_path, self.summary_path = output_paths(out, self.name)
-            check_outputs_free([self.sr_path, self.summary_path], overwrite)
-            if Path(out).is_dir():  # found now, not at the first group
-                check_folder_writable(out)
-            all_sinks.append(SRTiffWriter(self.sr_path, overwrite=overwrite))
+        outputs = RunOutputs(out, self.name, overwrite) if out is not None else None
+        self.sr_path: Path | None = None if outputs is None else outputs.sr_path
+        self.summary_path: Path | None = None if outputs is None else outputs.summary_path
         self.pipeline = Pipeline(
             reconstructor,
-            sinks=all_sinks,
+            sinks=sinks,
             policy=policy,
             pixel_size_um=pixel_size_um,
             simulated=simulated,
@@ -146,16 +159,19 @@ class SIMProcessor:
             max_waiting=max_waiting,
             max_waiting_bytes=max_waiting_bytes,
         )
+        self.run = Run(self.pipeline, outputs)
+        self.run.start()
+        # Deprecated: figures a front end sets by key; add a typed section (`add_section`, or
+        # `finish(sections=...)`) instead. Kept while the pymmcore-plus front end moves over.
         self.extra_summary: dict[str, Any] = {}
+        self.run.add_section(Figures(self.extra_summary))
         self._hook_lock = threading.Lock()
         self._hook_ms = LatencyWindow()
         self._hook_failures = 0
-        self._closed_summary: dict[str, Any] | None = None
-        self._close_lock = threading.Lock()
         log.info(
             "SIM processor: %s on %s, policy %s%s",
-            self.pipeline.summary["model"],
-            self.pipeline.summary["provider"],
+            self.pipeline.model,
+            self.pipeline.provider,
             policy,
             f", writing {self.sr_path}" if self.sr_path else "",
         )
@@ -184,43 +200,51 @@ class SIMProcessor:
         """Attach another sink (e.g. the viewer's) before or during the acquisition."""
         self.pipeline.add_sink(sink)
 
+    def add_section(self, section: StatsSection) -> None:
+        """Figures a front end adds to the summary from now on (e.g. the demo's optics)."""
+        self.run.add_section(section)
+
     @property
-    def summary(self) -> dict[str, Any]:
-        """The pipeline summary plus ``hook_ms`` (``p50``, ``p95``) and ``hook_calls``."""
-        if self._closed_summary is not None:
-            return dict(self._closed_summary)
-        summary = self.pipeline.summary
+    def hook_stats(self) -> HookStats:
+        """The hook's own figures so far."""
         with self._hook_lock:
             failures = self._hook_failures
-        summary["hook_ms"] = self._hook_ms.percentiles(exact=self.pipeline.closed)
-        summary["hook_calls"] = self._hook_ms.added
-        summary["hook_failures"] = failures
-        summary.update(self.extra_summary)
-        return summary
+        return HookStats(
+            hook_ms=Percentiles.of(self._hook_ms.percentiles(exact=self.pipeline.closed)),
+            hook_calls=self._hook_ms.added,
+            hook_failures=failures,
+        )
+
+    @property
+    def stats(self) -> RunSummary:
+        """The typed summary: the pipeline's `RunStats`, the hook's figures, the sections added
+        (and once closed, the output files)."""
+        if self.run.finished:
+            return self.run.summary()
+        return self.run.summary(self.hook_stats)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """`stats` as the dict of ``<name>_summary.json``: the pipeline's keys, ``hook_ms``
+        (``p50``, ``p95``), ``hook_calls``, ``hook_failures``, the sections' keys and, once
+        closed with ``out``, ``sr_file``, ``summary_file`` and ``sr_groups_written``."""
+        return self.stats.to_dict()
+
+    def finish(
+        self, timeout: float | None = None, sections: Iterable[StatsSection] = ()
+    ) -> RunSummary:
+        """End (see :meth:`close`) with ``sections`` added to the summary; return it typed."""
+        self.pipeline.close(timeout)  # first, so the hook's figures are final
+        return self.run.finish(timeout, (self.hook_stats, *sections))
 
     def close(self, timeout: float | None = None) -> dict[str, Any]:
-        """End: reconstruct what waits, close the sinks, write the summary JSON; return it.
+        """End: reconstruct what waits, close the sinks, publish ``<name>_sr.tif`` and write
+        the summary JSON; return the summary.
 
         Idempotent, and safe from several threads (a second call waits for the first). Call it
         after the acquisition has finished.
         """
-        with self._close_lock:
-            if self._closed_summary is not None:
-                return dict(self._closed_summary)
-            return self._close(timeout)
-
-    def _close(self, timeout: float | None) -> dict[str, Any]:
-        self.pipeline.close(timeout)
-        summary = self.summary
-        if self.sr_path is not None:
-            summary["sr_file"] = str(self.sr_path) if self.sr_path.exists() else None
-        if self.summary_path is not None:
-            summary["summary_file"] = str(self.summary_path)
-        self._closed_summary = summary
-        if self.summary_path is not None:
-            write_summary(self.summary_path, summary, overwrite=self._overwrite)
-            log.info("summary written to %s", self.summary_path)
-        return dict(summary)
+        return self.finish(timeout).to_dict()
 
     def __enter__(self) -> SIMProcessor:
         return self

@@ -18,6 +18,7 @@ from mlsim_live.latency import LatencyWindow
 from mlsim_live.latency import percentiles_ms as percentiles_ms
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
+from mlsim_live.live.stats import Percentiles, WorkerStats
 from mlsim_live.recon.base import Capabilities, Reconstructor
 from mlsim_live.validation import group_problem, output_problem
 
@@ -272,7 +273,7 @@ class ReconstructionWorker:
         with self._cond:
             return len(self._queue)
 
-    def stats(self, exact: bool = True) -> dict[str, object]:
+    def stats(self, exact: bool = True) -> WorkerStats:
         """A consistent snapshot of the counters and latency percentiles.
 
         The counters are copied under the lock; the percentiles come from the latency windows
@@ -281,29 +282,41 @@ class ReconstructionWorker:
         run (see `mlsim_live.latency.LatencyWindow`).
         """
         with self._cond:
-            counters = {
-                "groups_submitted": self.submitted,
-                "groups_reconstructed": self.reconstructed,
-                "groups_dropped": self.dropped,
-                "groups_waiting": len(self._queue),
-                "errors": self.errors,
-                "errors_by_reason": dict(self.errors_by_reason),
-                "delivery_errors": self.delivery_errors,
-                "backpressure_waits": self.backpressure_waits,
-            }
+            submitted, reconstructed, dropped = self.submitted, self.reconstructed, self.dropped
+            waiting, errors, by_reason = len(self._queue), self.errors, dict(self.errors_by_reason)
+            delivery_errors, backpressure_waits = self.delivery_errors, self.backpressure_waits
         checked, outside = self._ood.counts() if self._ood is not None else (0, 0)
-        counters["ood_groups"] = outside if self.ood_available else None
-        counters["ood_checks"] = checked
         if not self.ood_available:
-            counters["ood_check"] = OOD_UNAVAILABLE
+            ood_check = OOD_UNAVAILABLE
         else:
-            counters["ood_check"] = "on" if self._ood is not None else "none"
+            ood_check = "on" if self._ood is not None else "none"
+        fallback = None
         if self.capabilities.fallback:
-            fallback = self.reconstructor.fallback_groups  # type: ignore[attr-defined]
-            counters["fallback_groups"] = int(fallback)
-        counters["latency_ms"] = self.latencies_ms.percentiles(exact)
-        counters["reconstruct_ms"] = self.reconstruct_ms.percentiles(exact)
-        return counters
+            fallback = int(self.reconstructor.fallback_groups)  # type: ignore[attr-defined]
+        return WorkerStats(
+            groups_submitted=submitted,
+            groups_reconstructed=reconstructed,
+            groups_dropped=dropped,
+            groups_waiting=waiting,
+            errors=errors,
+            errors_by_reason=by_reason,
+            delivery_errors=delivery_errors,
+            backpressure_waits=backpressure_waits,
+            ood_groups=outside if self.ood_available else None,
+            ood_checks=checked,
+            ood_check=ood_check,
+            latency_ms=Percentiles.of(self.latencies_ms.percentiles(exact)),
+            reconstruct_ms=Percentiles.of(self.reconstruct_ms.percentiles(exact)),
+            fallback_groups=fallback,
+        )
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker thread to end (after `close`); True when it has ended.
+
+        A reconstruction that outlived ``close``'s timeout ends the thread when it returns.
+        """
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # ---- worker thread ----
     def _run(self) -> None:

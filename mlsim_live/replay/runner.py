@@ -4,12 +4,11 @@ as fast as possible, and save the same outputs as a live run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from mlsim_live.errors import MLSimError
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.sinks import Sink
+from mlsim_live.live.stats import Figures, RunStats, RunSummary, StatsSection
 from mlsim_live.recon.base import GROUP_SIZE, Reconstructor, warm_up
 from mlsim_live.replay.sources import FrameSource, describe, open_source
 
@@ -317,7 +317,7 @@ class ReplayRun:
         reconstructor: Reconstructor | None = None,
         source: FrameSource | None = None,
     ) -> None:
-        from mlsim_live.live.writer import check_outputs_free, output_paths
+        from mlsim_live.live.run import Run, RunOutputs
 
         self.settings = settings
         s = settings
@@ -329,11 +329,9 @@ class ReplayRun:
             pixel_size_um=s.pixel_size_um,
         )
         try:
-            if s.out.exists() and not s.out.is_dir():
-                raise MLSimError(f"--out {s.out} is a file; expected a folder")
             self.name = s.name or self.source.name
-            self.sr_path, self.summary_path = output_paths(s.out, self.name)
-            check_outputs_free([self.sr_path, self.summary_path], s.overwrite)
+            outputs = RunOutputs(s.out, self.name, s.overwrite)
+            self.sr_path, self.summary_path = outputs.sr_path, outputs.summary_path
             self.trust_sink = _trust_sink(s, self.source, self.name) if s.trust else None
             if self.trust_sink is not None:
                 sinks = [*sinks, self.trust_sink]
@@ -350,6 +348,7 @@ class ReplayRun:
         except BaseException:
             self.source.close()
             raise
+        self._run = Run(self.pipeline, outputs)
         self._stop = threading.Event()
         self.stats: ReplayStats | None = None
         log.info(
@@ -358,8 +357,8 @@ class ReplayRun:
             self.source.format,
             self.source.n_frames,
             *self.source.frame_shape,
-            self.pipeline.summary["model"],
-            self.pipeline.summary["provider"],
+            self.pipeline.model,
+            self.pipeline.provider,
             s.effective_policy,
             f"{s.fps:g} raw frames/s" if s.fps else "as fast as possible",
         )
@@ -370,27 +369,28 @@ class ReplayRun:
         return self.pipeline.simulated
 
     @property
-    def summary(self) -> dict[str, Any]:
-        """The pipeline's running summary (for the viewer's status bar)."""
-        return self.pipeline.summary
+    def summary(self) -> RunSummary:
+        """The running summary (for the viewer's status bar); the final one after :meth:`run`."""
+        return self._run.summary()
 
     def add_sink(self, sink: Sink) -> None:
         """Attach another sink (e.g. the viewer's) before :meth:`run`."""
-        self.pipeline.add_sink(sink)
+        self._run.add_sink(sink)
 
     def stop(self) -> None:
         """End the replay after the groups already complete (thread-safe, idempotent)."""
         self._stop.set()
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunSummary:
         """Replay, save ``<name>_sr.tif`` and ``<name>_summary.json``; return the summary.
 
-        The SR file is written to a hidden temporary file and renamed into place at the end. An
-        interrupt (Ctrl-C, SIGTERM) ends the replay early: the groups finished are saved and
-        the summary says ``interrupted``. When the SR file cannot be written (a full disk),
-        the groups written before stay readable in ``<name>_sr.tif``, the summary counts the
-        groups lost, and MLSimError says why in one line. Temporary files that a killed run
-        left for these outputs are removed first.
+        The outputs follow the one rule of `mlsim_live.live.run`: the SR file is written to a
+        hidden temporary file and renamed into place at the end. An interrupt (Ctrl-C,
+        SIGTERM) ends the replay early: the groups finished are saved and the summary says
+        ``interrupted``. When the SR file cannot be written (a full disk), the groups written
+        before stay readable in ``<name>_sr.tif``, the summary counts the groups lost, and
+        MLSimError says why in one line. Temporary files that a killed run left for these
+        outputs are removed first.
 
         Raises
         ------
@@ -398,99 +398,109 @@ class ReplayRun:
             Unreadable frames, an output folder that cannot be written, no group
             reconstructed, or an SR file that could not be written to the end.
         """
-        from mlsim_live.io.atomic import (
-            _publish,
-            check_folder_writable,
-            remove_orphans,
-            temp_path_for,
-        )
-        from mlsim_live.live.pipeline import sink_name
-        from mlsim_live.live.writer import SRTiffWriter, write_summary
+        from mlsim_live.io.atomic import check_folder_writable
 
         s = self.settings
         created_out = not s.out.exists()
-        tmp: Path | None = None
         try:
             s.out.mkdir(parents=True, exist_ok=True)
             check_folder_writable(s.out)
-            names = [self.sr_path.name, self.summary_path.name]
+            trust_names = []
             if self.trust_sink is not None and self.trust_sink.paths is not None:
-                names += [p.name for p in self.trust_sink.paths.all()]
-            remove_orphans(s.out, names)
-            tmp = temp_path_for(self.sr_path)
-            writer = SRTiffWriter(tmp, overwrite=True)
-            self.pipeline.add_sink(writer)
+                trust_names = [p.name for p in self.trust_sink.paths.all()]
+            self._run.start(also=trust_names)
             self.stats = replay(self.source, self.pipeline, s.fps, stop=self._stop)
-            summary = self.pipeline.summary
-            failed = writer.failure is not None
-            if writer.groups_written == 0 and not (self.stats.interrupted or failed):
+            failure = self._run.sr_failure()
+            written = self._run.outputs.groups_written if self._run.outputs else 0
+            if written == 0 and not (self.stats.interrupted or failure):
+                stats = self.pipeline.stats
                 raise MLSimError(
                     f"{self.source.path}: no group was reconstructed ("
-                    f"{summary['groups_acquired']} complete groups, {summary['errors']} "
-                    f"failed, {summary['incomplete_groups']} incomplete); expected raw SIM "
+                    f"{stats.groups_acquired} complete groups, {stats.errors} "
+                    f"failed, {stats.incomplete_groups} incomplete); expected raw SIM "
                     "groups of 9 frames that the method can reconstruct"
                 )
-            if writer.groups_written and tmp.exists():
-                _publish(tmp, self.sr_path, s.overwrite)
-            summary.update(self._extras(self.stats, summary))
-            summary["sr_groups_written"] = writer.groups_written
-            if not writer.groups_written:
-                summary["sr_file"] = None
+            sections: list[StatsSection] = [
+                ReplayFigures.of(self.stats, self.source, self.pipeline.stats)
+            ]
             if self.trust_sink is not None:
-                summary.update(self.trust_sink.summary())
-            write_summary(self.summary_path, summary, overwrite=s.overwrite)
+                sections.append(Figures(self.trust_sink.summary()))
+            summary = self._run.finish(sections=sections)
         except BaseException:
             if self.trust_sink is not None:
                 self.trust_sink.remove_outputs()
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+            self._run.discard()
             if created_out:
                 _remove_if_empty(s.out)
             raise
         finally:
             self.source.close()
-        if failed:
-            lost = sum(
-                f["groups_lost"] for f in summary["sink_failures"] if f["sink"] == sink_name(writer)
-            )
+        if failure is not None:
             raise MLSimError(
-                f"{self.sr_path}: {writer.failure_reason} after {writer.groups_written} group(s) "
-                f"({lost} not written; {self.summary_path.name} has the counts); expected "
-                "free space and a writable --out folder"
+                f"{self.sr_path}: {failure} after {written} group(s) "
+                f"({self._run.sr_groups_lost()} not written; {self.summary_path.name} has the "
+                "counts); expected free space and a writable --out folder"
             )
+        figures = summary.section(ReplayFigures)
         log.info(
             "replayed %d frames in %.2f s (%s raw frames/s, %s groups/s): %s",
             self.stats.frames_pushed,
             self.stats.replay_s,
-            summary["raw_frames_per_s"],
-            summary["groups_per_s"],
+            self.stats.raw_frames_per_s,
+            None if figures is None else figures.groups_per_s,
             self.sr_path,
         )
         return summary
 
-    def _extras(self, stats: ReplayStats, summary: dict[str, Any]) -> dict[str, Any]:
+    def close(self) -> None:
+        """Release the source and the pipeline without running (e.g. after a setup error)."""
+        self._run.discard()
+        self.source.close()
+
+
+@dataclass(frozen=True)
+class ReplayFigures:
+    """What replay adds to a run's summary: the input, how it was pushed, and the rates.
+
+    Attributes
+    ----------
+    input : Path
+        The recording.
+    source : dict
+        Its description (`mlsim_live.replay.sources.describe`).
+    stats : ReplayStats
+        How the frames were pushed.
+    groups_per_s : float or None
+        Groups reconstructed per second of the replay.
+    """
+
+    input: Path
+    source: Mapping[str, Any]
+    stats: ReplayStats
+    groups_per_s: float | None
+
+    @classmethod
+    def of(cls, stats: ReplayStats, source: FrameSource, run: RunStats) -> ReplayFigures:
+        """The figures of a finished replay of ``source``."""
         replay_s = stats.replay_s
-        groups = summary["groups_reconstructed"]
+        groups_per_s = round(run.groups_reconstructed / replay_s, 3) if replay_s > 0 else None
+        return cls(Path(source.path), describe(source), stats, groups_per_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its keys of the summary JSON."""
+        stats = self.stats
         return {
-            "input": str(self.source.path),
-            "source": describe(self.source),
+            "input": str(self.input),
+            "source": dict(self.source),
             "raw_frames": stats.frames_pushed,
             "fps_requested": stats.fps_requested,
             "late_frames": stats.late_frames,
             "stopped": stats.stopped,
             "interrupted": stats.interrupted,
-            "replay_s": round(replay_s, 3),
+            "replay_s": round(stats.replay_s, 3),
             "raw_frames_per_s": stats.raw_frames_per_s,
-            "groups_per_s": round(groups / replay_s, 3) if replay_s > 0 else None,
-            "sr_file": str(self.sr_path),
-            "summary_file": str(self.summary_path),
+            "groups_per_s": self.groups_per_s,
         }
-
-    def close(self) -> None:
-        """Release the source and the pipeline without running (e.g. after a setup error)."""
-        self.pipeline.close()
-        self.source.close()
 
 
 def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
