@@ -134,7 +134,7 @@ def panel(images: dict[str, np.ndarray], path: Path, zoom: int = 1) -> Path:
     for label, img in images.items():
         tile = Image.fromarray(_to_u8(np.asarray(img, dtype=np.float64)))
         if zoom > 1:
-            tile = tile.resize((tile.width * zoom, tile.height * zoom), Image.NEAREST)
+            tile = tile.resize((tile.width * zoom, tile.height * zoom), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
         draw.rectangle([0, 0, 8 + 7 * len(label), 14], fill=0)
         draw.text((3, 1), label, fill=255)

@@ -98,11 +98,12 @@ def reconstruct_files(
             for k, i in enumerate(todo):
                 job = jobs[i]
                 files_bar.set_postfix_str(job.input.name, refresh=False)
-                outcomes[i] = _reconstruct_one(
+                outcome = _reconstruct_one(
                     pipeline, k, job, read, config, overwrite, disable, created_dirs
                 )
-                if trust and outcomes[i].status == "done":
-                    outcomes[i] = _write_trust(pipeline, k, job, config, overwrite)
+                if trust and outcome.status == "done":
+                    outcome = _write_trust(pipeline, k, job, config, overwrite)
+                outcomes[i] = outcome
                 files_bar.update()
     finally:
         for folder in reversed(created_dirs):  # leave no empty output folders behind

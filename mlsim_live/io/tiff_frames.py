@@ -46,7 +46,7 @@ class _ContiguousFrames:
             j = i + 1
             while j < len(frames) and frames[j] == frames[j - 1] + 1:
                 j += 1
-            view = memoryview(flat[i:j]).cast("B")
+            view = flat[i:j].data.cast("B")
             with self._lock:
                 self._fh.seek(self._offset + int(frames[i]) * self._frame_bytes)
                 n = self._fh.readinto(view)
@@ -104,10 +104,10 @@ class _PageFrames:
 
 
 def _frame_list(frames: np.ndarray) -> str:
-    frames = [int(f) for f in frames]
-    if frames == list(range(frames[0], frames[0] + len(frames))):
-        return f"{frames[0]}-{frames[-1]}"
-    return ",".join(map(str, frames))
+    numbers = [int(f) for f in frames]
+    if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+        return f"{numbers[0]}-{numbers[-1]}"
+    return ",".join(map(str, numbers))
 
 
 class GroupArray:
@@ -190,7 +190,7 @@ def _make_reader(
         and int(getattr(keyframe, "fillorder", 1)) == 1
         and keyframe.bitspersample == dtype.itemsize * 8
     )
-    if contiguous:
+    if contiguous and dataoffset is not None:  # (the second test narrows its type)
         nbytes = int(np.prod(full_shape)) * dtype.itemsize
         if dataoffset + nbytes > file_size:
             n_frames = int(np.prod(full_shape)) // int(np.prod(frame_shape))

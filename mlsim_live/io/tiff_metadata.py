@@ -119,18 +119,18 @@ def _ome_metadata(xml: str) -> tuple[float | None, float | None, float | None]:
 
     pixel = na = wavelength = None
     pixels = find("Pixels")
-    if pixels is not None and pixels.get("PhysicalSizeX"):
+    if pixels is not None and (size_x := pixels.get("PhysicalSizeX")):
         unit = pixels.get("PhysicalSizeXUnit", "µm").strip().lower()
         factor = _UNIT_TO_UM.get(unit)
         if factor is not None:
-            pixel = float(pixels.get("PhysicalSizeX")) * factor
+            pixel = float(size_x) * factor
     objective = find("Objective")
-    if objective is not None and objective.get("LensNA"):
-        na = float(objective.get("LensNA"))
+    if objective is not None and (lens_na := objective.get("LensNA")):
+        na = float(lens_na)
     channel = find("Channel")
-    if channel is not None and channel.get("EmissionWavelength"):
+    if channel is not None and (emission := channel.get("EmissionWavelength")):
         unit = channel.get("EmissionWavelengthUnit", "nm").strip().lower()
         factor = _UNIT_TO_UM.get(unit)
         if factor is not None:
-            wavelength = float(channel.get("EmissionWavelength")) * factor * 1e3
+            wavelength = float(emission) * factor * 1e3
     return pixel, na, wavelength

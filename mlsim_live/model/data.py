@@ -121,7 +121,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
         """Inverse of :meth:`to_dict`."""
-        ranges = {
+        ranges: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in dict(data["ranges"]).items()
         }
         return cls(
@@ -142,7 +142,7 @@ def narrowed_ranges(
     pixel_size_um: float | None = None,
 ) -> PhysicsRanges:
     """Fix the optics of ``ranges`` to one microscope; everything else stays randomized."""
-    changes: dict[str, tuple[float, float]] = {}
+    changes: dict[str, Any] = {}  # PhysicsRanges fields, (lo, hi) each
     if na is not None:
         changes["na"] = (float(na), float(na))
     if wavelength_nm is not None:

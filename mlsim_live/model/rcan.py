@@ -102,9 +102,10 @@ class RCANConfig:
             raise MLSimError(
                 f"unknown RCAN config keys {sorted(unknown)}; expected a subset of {sorted(known)}"
             )
-        return cls(
-            **{k: (str(v) if k in ("upsampler", "prior") else int(v)) for k, v in data.items()}
-        )
+        values: dict[str, Any] = {
+            k: (str(v) if k in ("upsampler", "prior") else int(v)) for k, v in data.items()
+        }
+        return cls(**values)
 
 
 #: Named architectures. ``paper`` is ML-SIM's published network (3 x 10 x 96, output on the

@@ -222,15 +222,15 @@ class Trainer:
                     self._val = None
             if self._val is None:
                 log.info("building the validation set (%d examples)", self.config.val_size)
-                self._val = validation_set(self.data_config, self.config.val_size)
+                val = self._val = validation_set(self.data_config, self.config.val_size)
 
                 def write(fh: Any) -> None:
                     np.savez(
                         fh,
-                        x=self._val.x,
-                        y=self._val.y,
-                        peak_photons=self._val.peak_photons,
-                        kinds=np.array(self._val.kinds),
+                        x=val.x,
+                        y=val.y,
+                        peak_photons=val.peak_photons,
+                        kinds=np.array(val.kinds),
                     )
 
                 _atomic_write_bytes(cache, write)

@@ -140,10 +140,10 @@ class Capabilities:
     @classmethod
     def of(cls, reconstructor: object) -> Capabilities:
         """The capabilities ``reconstructor`` declares by implementing the Protocols above."""
-        has_ood = isinstance(reconstructor, SupportsOOD)
-        unavailable = has_ood and reconstructor.training_ranges is None  # type: ignore[union-attr]
+        ood = reconstructor if isinstance(reconstructor, SupportsOOD) else None
+        unavailable = ood is not None and ood.training_ranges is None
         return cls(
-            ood=reconstructor if has_ood and not unavailable else None,  # type: ignore[arg-type]
+            ood=None if unavailable else ood,
             ood_unavailable=unavailable,
             warm_up=isinstance(reconstructor, SupportsWarmUp),
             estimate=isinstance(reconstructor, SupportsEstimate),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 from scipy import fft as sfft
@@ -11,6 +11,11 @@ from mlsim_live.errors import MLSimError
 from mlsim_live.recon.measure import as_group, estimate_background
 
 Upsampling = Literal["fourier", "linear"]
+#: What `fourier_upsample2` precomputes for one frame shape: `border_factors` and the
+#: quarter-pixel shift of the half spectrum.
+UpsamplingFactors: TypeAlias = tuple[
+    tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray
+]
 UPSAMPLINGS = ("fourier", "linear")
 
 
@@ -44,7 +49,7 @@ class WidefieldReconstructor:
             )
         self.offset_adu = offset_adu
         self.upsampling = upsampling
-        self._cache: tuple[tuple[int, int], tuple] | None = None
+        self._cache: tuple[tuple[int, int], UpsamplingFactors] | None = None
 
     def reconstruct(self, group: np.ndarray) -> np.ndarray:
         """Mean of the frames minus the background, as a (2H, 2W) float32 image."""
@@ -55,13 +60,13 @@ class WidefieldReconstructor:
             return upsample2_linear(wf).astype(np.float32, copy=False)
         return fourier_upsample2(wf, self._get_factors(wf.shape))
 
-    def _get_factors(self, shape: tuple[int, int]) -> tuple:
+    def _get_factors(self, shape: tuple[int, int]) -> UpsamplingFactors:
         if self._cache is None or self._cache[0] != shape:
             self._cache = (shape, upsampling_factors(shape))
         return self._cache[1]
 
 
-def upsampling_factors(shape: tuple[int, int]) -> tuple:
+def upsampling_factors(shape: tuple[int, int]) -> UpsamplingFactors:
     """What `fourier_upsample2` precomputes for one frame shape."""
     h, w = shape
     fy = sfft.fftfreq(2 * h, d=0.5)[:, None]
@@ -69,7 +74,7 @@ def upsampling_factors(shape: tuple[int, int]) -> tuple:
     return border_factors(shape), (4.0 * quarter_pixel_shift(fy, fx)).astype(np.complex64)
 
 
-def fourier_upsample2(img: np.ndarray, factors: tuple | None = None) -> np.ndarray:
+def fourier_upsample2(img: np.ndarray, factors: UpsamplingFactors | None = None) -> np.ndarray:
     """Band-limited 2x upsampling of a real image onto the 2x grid (pixels 2i, 2i+1 tile i).
 
     The periodic part of the image (periodic-plus-smooth decomposition) is zero-padded in

@@ -154,7 +154,7 @@ def natural(shape: tuple[int, int], pixel_size_um: float, rng: np.random.Generat
     crop = ndimage.zoom(img[y0 : y0 + need[0], x0 : x0 + need[1]], zoom, order=1)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
-    crop = np.rot90(crop, rng.integers(4))[: shape[0], : shape[1]]
+    crop = np.rot90(crop, int(rng.integers(4)))[: shape[0], : shape[1]]
     if crop.shape != shape:
         crop = np.pad(crop, [(0, shape[0] - crop.shape[0]), (0, shape[1] - crop.shape[1])])
     gamma = rng.uniform(1.0, 3.0)  # sparser, more fluorescence-like contrast
@@ -189,4 +189,4 @@ def make_sample(
         raise MLSimError(
             f"sample kind {kind!r} is unknown; expected one of {', '.join(SAMPLE_KINDS)}"
         ) from None
-    return generator(tuple(shape), pixel_size_um, rng)
+    return generator((int(shape[0]), int(shape[1])), pixel_size_um, rng)

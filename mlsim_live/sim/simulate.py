@@ -217,7 +217,8 @@ def realistic_ranges(base: PhysicsRanges | None = None) -> PhysicsRanges:
     """``base`` (default `PhysicsRanges()`) widened by `REALISTIC_RANGES_OVERRIDES`."""
     from dataclasses import replace
 
-    return replace(base or PhysicsRanges(), **REALISTIC_RANGES_OVERRIDES)
+    overrides: dict[str, Any] = dict(REALISTIC_RANGES_OVERRIDES)  # keys checked at run time
+    return replace(base or PhysicsRanges(), **overrides)
 
 
 def random_params(rng: np.random.Generator, ranges: PhysicsRanges | None = None) -> SIMParams:
@@ -427,7 +428,7 @@ def simulate_group(
     params = params or SIMParams()
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if isinstance(sample, str):
-        n = (size, size) if isinstance(size, int) else tuple(size)
+        n = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if min(n) < 8:
             raise MLSimError(f"frame size {n} is too small; expected at least 8 x 8 pixels")
         kind = sample
@@ -483,7 +484,7 @@ class FrameRenderer:
     ) -> None:
         self.params = params
         self._rng = np.random.default_rng(seed)
-        n = (size, size) if isinstance(size, int) else tuple(size)
+        n = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         density = (
             make_sample(sample, (2 * n[0], 2 * n[1]), params.optics.pixel_size_um / 2, self._rng)
             if isinstance(sample, str)
