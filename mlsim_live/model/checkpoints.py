@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 
 from mlsim_live.errors import MLSimError
+from mlsim_live.io.atomic import write_bytes_atomic
 from mlsim_live.model.rcan import RCAN, RCANConfig, build_model
 
 CHECKPOINT_FORMAT = "mlsim-live-rcan"
@@ -18,17 +18,9 @@ CHECKPOINT_VERSION = 1
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Write ``path`` (its folder created) atomically through `mlsim_live.io.atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, write, overwrite=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

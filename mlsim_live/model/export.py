@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import torch
 
 from mlsim_live import __version__
 from mlsim_live.errors import MLSimError
+from mlsim_live.io.atomic import atomic_path, write_text_atomic
 from mlsim_live.model.rcan import RCAN, count_parameters
-from mlsim_live.model.train import atomic_write_text, load_checkpoint, model_from_checkpoint
+from mlsim_live.model.train import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def export_onnx(
     for key, value in (card or {}).items():
         info.setdefault(key, value)
     try:
-        atomic_write_text(card_path, json.dumps(info, indent=2) + "\n")
+        write_text_atomic(card_path, json.dumps(info, indent=2) + "\n", overwrite=True)
     except BaseException:
         out_path.unlink(missing_ok=True)
         raise
@@ -235,10 +235,7 @@ def _write_checked_onnx(
     module: torch.nn.Module = _HalfPrecision(model) if fp16 else model
     c = model.config.in_channels
     dummy = torch.zeros(1, c, 16, 16, dtype=torch.float32)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out_path, overwrite=True) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
             torch.onnx.export(
@@ -259,10 +256,6 @@ def _write_checked_onnx(
         onnx.checker.check_model(proto, full_check=True)
         max_diff = parity_check(reference, tmp, inputs, fp16=fp16)
         digest = sha256_of(tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return max_diff, digest
 
 

@@ -145,76 +145,104 @@ def run_viewer(
     MLSimError
         A bad screenshot path (checked before the loop starts) or a failed save.
     """
-    app = ensure_app()
+    ensure_app()
     shot = check_screenshot_path(screenshot, overwrite) if screenshot is not None else None
     if window.is_closed:
         return window.finished
+    loop = _ViewerLoop(window, done, shot, overwrite, close_when_done, timeout_s)
+    loop.run(poll_ms)
+    if shot is not None and loop.finished:
+        log.info("screenshot saved to %s", shot)
+    return loop.finished
 
-    state: dict[str, object] = {"finished": False, "error": None}
-    loop = QtCore.QEventLoop()
-    started = time.monotonic()
 
-    def finish() -> None:
-        if state["finished"] or window.is_closed:
+class _ViewerLoop:
+    """The Qt event loop of `run_viewer`: polls for the end of the run, then finishes once
+    (last result shown, screenshot saved, window closed when asked)."""
+
+    def __init__(
+        self,
+        window: SIMViewer,
+        done: Callable[[], bool] | None,
+        shot: Path | None,
+        overwrite: bool,
+        close_when_done: bool,
+        timeout_s: float | None,
+    ) -> None:
+        self.window = window
+        self.done = done
+        self.shot = shot
+        self.overwrite = overwrite
+        self.close_when_done = close_when_done
+        self.timeout_s = timeout_s
+        self.finished = False
+        self.error: BaseException | None = None
+        self._started = time.monotonic()
+
+    def finish(self) -> None:
+        """Show the newest result and status, save the screenshot, close when asked (once)."""
+        window = self.window
+        if self.finished or window.is_closed:
             return
-        state["finished"] = True
+        self.finished = True
         try:
             window.refresh()
             window.update_status()
-            app.processEvents()
-            if shot is not None:
-                window.save_snapshot(shot, overwrite=overwrite)
+            QtWidgets.QApplication.processEvents()
+            if self.shot is not None:
+                window.save_snapshot(self.shot, overwrite=self.overwrite)
         except Exception as exc:  # keep the loop alive; re-raised after it ends
-            state["error"] = exc
-        if shot is not None or close_when_done or state["error"] is not None:
+            self.error = exc
+        if self.shot is not None or self.close_when_done or self.error is not None:
             window.close()
 
-    def poll() -> None:
-        if state["finished"]:
+    def poll(self) -> None:
+        """Finish when ``done()`` says so or the time limit is reached."""
+        if self.finished:
             return
-        timed_out = timeout_s is not None and time.monotonic() - started >= timeout_s
+        timeout_s = self.timeout_s
+        timed_out = timeout_s is not None and time.monotonic() - self._started >= timeout_s
         try:
-            ready = timed_out or (done is not None and bool(done()))
+            ready = timed_out or (self.done is not None and bool(self.done()))
         except Exception as exc:
-            state["error"] = exc
+            self.error = exc
             ready = True
         if timed_out:
             log.info("viewer: time limit of %.1f s reached", timeout_s)
         if ready:
-            finish()
+            self.finish()
 
-    timer = QtCore.QTimer()
-    timer.setInterval(max(10, int(poll_ms)))
-    timer.timeout.connect(poll)
-    window.closed.connect(loop.quit)
-    sink = window.sink
-    if sink is not None:
-        sink.finished.connect(finish, QtCore.Qt.ConnectionType.QueuedConnection)
-        if sink.closed:
-            QtCore.QTimer.singleShot(0, finish)
-
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(
-            signal.SIGINT, lambda *_: QtCore.QTimer.singleShot(0, window.close)
-        )
-    timer.start()
-    try:
-        if not window.is_closed:
-            loop.exec_()
-    finally:
-        timer.stop()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-        window.closed.disconnect(loop.quit)
+    def run(self, poll_ms: int) -> None:
+        """Run the event loop until the window closes; Ctrl+C closes it; re-raise an error."""
+        window = self.window
+        loop = QtCore.QEventLoop()
+        timer = QtCore.QTimer()
+        timer.setInterval(max(10, int(poll_ms)))
+        timer.timeout.connect(self.poll)
+        window.closed.connect(loop.quit)
+        sink = window.sink
         if sink is not None:
-            sink.finished.disconnect(finish)
-    error = state["error"]
-    if isinstance(error, BaseException):
-        raise error
-    if shot is not None and state["finished"]:
-        log.info("screenshot saved to %s", shot)
-    return bool(state["finished"])
+            sink.finished.connect(self.finish, QtCore.Qt.ConnectionType.QueuedConnection)
+            if sink.closed:
+                QtCore.QTimer.singleShot(0, self.finish)
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(
+                signal.SIGINT, lambda *_: QtCore.QTimer.singleShot(0, window.close)
+            )
+        timer.start()
+        try:
+            if not window.is_closed:
+                loop.exec_()
+        finally:
+            timer.stop()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            window.closed.disconnect(loop.quit)
+            if sink is not None:
+                sink.finished.disconnect(self.finish)
+        if self.error is not None:
+            raise self.error
 
 
 def run_with_viewer(

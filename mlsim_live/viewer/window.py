@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from mlsim_live.constants import GROUP_SIZE
 from mlsim_live.errors import MLSimError
+from mlsim_live.io.atomic import atomic_path
 from mlsim_live.live.results import GroupResult
 from mlsim_live.viewer.imaging import (
     IMAGE_PERCENTILES,
@@ -282,6 +282,16 @@ class SIMViewer(QtWidgets.QMainWindow):
 
     # -- construction ------------------------------------------------------------------------
     def _build_ui(self) -> None:
+        """Tool bar, header with badges, the two image panels, status bar and key shortcuts."""
+        self._build_toolbar()
+        header = self._build_header()
+        self._build_panels(header)
+        self.stats_label = _ElidedLabel(elide=QtCore.Qt.TextElideMode.ElideMiddle)
+        self.statusBar().addWidget(self.stats_label, 1)
+        self._add_shortcuts()
+
+    def _build_toolbar(self) -> None:
+        """Left-image source, power spectrum, trust overlay, auto levels and snapshot."""
         toolbar = QtWidgets.QToolBar("View", self)
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
@@ -324,7 +334,11 @@ class SIMViewer(QtWidgets.QMainWindow):
         save.clicked.connect(lambda: self._guarded(self._on_save_clicked))
         toolbar.addWidget(save)
 
-        # Header above the images (not in the tool bar, whose overflow menu could hide a badge).
+    def _build_header(self) -> QtWidgets.QWidget:
+        """The line above the images: group info and the OOD and SIMULATED badges.
+
+        Not in the tool bar, whose overflow menu could hide a badge.
+        """
         header = QtWidgets.QWidget()
         header.setStyleSheet("QWidget { background: black; color: #d0d0d0; }")
         header_row = QtWidgets.QHBoxLayout(header)
@@ -339,7 +353,10 @@ class SIMViewer(QtWidgets.QMainWindow):
         self.simulated_badge.setStyleSheet(_BADGE_STYLE.format(bg="#c62828"))
         self.simulated_badge.setToolTip("Raw frames come from simulated SIM optics (demo mode)")
         header_row.addWidget(self.simulated_badge)
+        return header
 
+    def _build_panels(self, header: QtWidgets.QWidget) -> None:
+        """The linked left and SR panels (with the trust overlay) under ``header``."""
         self.left_panel = _Panel("Widefield")
         self.sr_panel = _Panel("Super-resolution")
         self.trust_item = pg.ImageItem(axisOrder="row-major")
@@ -363,9 +380,8 @@ class SIMViewer(QtWidgets.QMainWindow):
         column.addLayout(row, 1)
         self.setCentralWidget(central)
 
-        self.stats_label = _ElidedLabel(elide=QtCore.Qt.TextElideMode.ElideMiddle)
-        self.statusBar().addWidget(self.stats_label, 1)
-
+    def _add_shortcuts(self) -> None:
+        """Keys F, A, W, T and 1-9."""
         shortcuts: dict[str, Callable[[], None]] = {
             "F": lambda: self.set_spectrum(not self._spectrum),
             "A": self.reset_levels,
@@ -694,18 +710,11 @@ class SIMViewer(QtWidgets.QMainWindow):
             raise MLSimError(f"{path} exists; expected a new file name, or overwrite to replace it")
         if suffix in TIFF_SUFFIXES and self._result is None:
             raise MLSimError("no images to save yet; expected at least one reconstruction")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             if suffix in TIFF_SUFFIXES:
                 self._write_tiff(tmp)
             elif not self.grab().save(str(tmp), PICTURE_SUFFIXES[suffix]):
                 raise MLSimError(f"could not write the picture {path}; expected a writable file")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         log.info("saved viewer snapshot %s", path)
         return path
 
