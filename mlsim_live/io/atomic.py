@@ -138,9 +138,6 @@ def publish(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
-_publish = publish  # the name trust.sink imports
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it becomes ``path``, on error it vanishes.

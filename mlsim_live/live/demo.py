@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,18 @@ class DemoSettings(AcquisitionSettings):
             raise MLSimError(f"frame size {self.size}; expected an even size of at least 16")
 
 
+@dataclass(frozen=True)
+class SimulationFigures:
+    """What the demo adds to a run's summary: ``simulation``, the simulated optics and sample
+    (`SimulatedSIMOptics.describe`)."""
+
+    description: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its key of the summary JSON."""
+        return {"simulation": dict(self.description)}
+
+
 class DemoRun:
     """One demo acquisition: core, simulated optics, processor and the acquisition loop.
 
@@ -221,7 +234,7 @@ class DemoRun:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             raise
-        self.processor.extra_summary["simulation"] = self.optics.describe()
+        self.processor.add_section(SimulationFigures(self.optics.describe()))
         self.acquisition = self._make_acquisition()
 
     # ---- what differs between engines (see mlsim_live.live.plus_demo) ----

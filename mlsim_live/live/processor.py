@@ -23,7 +23,7 @@ from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.run import Run, RunOutputs
 from mlsim_live.live.sinks import Sink
-from mlsim_live.live.stats import Figures, Percentiles, RunSummary, StatsSection
+from mlsim_live.live.stats import Percentiles, RunSummary, StatsSection
 from mlsim_live.recon import default_method
 from mlsim_live.recon.base import Reconstructor, warm_up
 from mlsim_live.sim.optics import Optics
@@ -161,10 +161,6 @@ class SIMProcessor:
         )
         self.run = Run(self.pipeline, outputs)
         self.run.start()
-        # Deprecated: figures a front end sets by key; add a typed section (`add_section`, or
-        # `finish(sections=...)`) instead. Kept while the pymmcore-plus front end moves over.
-        self.extra_summary: dict[str, Any] = {}
-        self.run.add_section(Figures(self.extra_summary))
         self._hook_lock = threading.Lock()
         self._hook_ms = LatencyWindow()
         self._hook_failures = 0

@@ -185,7 +185,7 @@ class TrustSink:
 
     def _finish_files(self) -> None:
         from mlsim_live.io import write_json_atomic
-        from mlsim_live.io.atomic import _publish
+        from mlsim_live.io.atomic import publish
 
         assert self.paths is not None
         if self._writer is None:
@@ -194,7 +194,7 @@ class TrustSink:
         written: list[Path] = []
         try:
             assert self._tmp is not None and self._first is not None
-            _publish(self._tmp, self.paths.tif, self.overwrite)
+            publish(self._tmp, self.paths.tif, self.overwrite)
             written.append(self.paths.tif)
             write_png_atomic(self.paths.png, overlay(*self._first), overwrite=self.overwrite)
             written.append(self.paths.png)
