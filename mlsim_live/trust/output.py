@@ -130,6 +130,7 @@ class ReconstructionFile:
         import tifffile
 
         path = Path(path)
+        data: np.ndarray
         try:
             try:
                 data = tifffile.memmap(path, mode="r")
@@ -140,7 +141,7 @@ class ReconstructionFile:
                 f"SR {path}: cannot read it as TIFF ({one_line(exc, 200)}); expected a "
                 "reconstruction TIFF"
             ) from exc
-        arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        arr: np.ndarray = np.asarray(data) if not isinstance(data, np.ndarray) else data
         shape = tuple(int(s) for s in arr.shape if s != 1)
         if len(shape) not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
             raise MLSimError(

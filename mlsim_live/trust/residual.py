@@ -1,0 +1,143 @@
+"""The trust map's forward residual: the measured frames against the fitted prediction,
+normalized by the expected noise, as a reduced chi-square and as the frames' mean residual."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
+from mlsim_live.trust.fit import Fit
+from mlsim_live.trust.grids import smooth
+from mlsim_live.trust.noise import CameraNoise
+from mlsim_live.trust.plan import Plan
+from mlsim_live.trust.settings import TrustSettings
+
+
+def residuals(
+    plan: Plan,
+    frames: np.ndarray,
+    band0: np.ndarray,
+    sides: list[np.ndarray],
+    fit: Fit,
+    noise: CameraNoise,
+    settings: TrustSettings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The residual against the measured frames.
+
+    Returns
+    -------
+    chi2 : ndarray (half grid)
+        Reduced chi-square over the 9 frames at every other camera pixel in each direction
+        (one pixel per 2 x 2 block: the map is smoothed over the PSF scale anyway).
+    mean_z : ndarray (camera grid)
+        The mean of the 9 frames' residuals in its own standard deviations: the camera's
+        fixed pattern and the model error are the same in every frame, so they do not
+        average out; the shot and read noise do.
+    signal : ndarray (half grid)
+        The mean predicted signal at the pixels of ``chi2``.
+    """
+    gain = fit.gain_field(plan)
+    offset = fit.offset_field(plan)
+    chi2, total = _chi2_half(frames, band0, sides, fit, gain, offset, noise, settings)
+    mean_z = _mean_z(frames, band0, sides, fit, gain, offset, noise, settings)
+    return chi2, mean_z, total
+
+
+def _chi2_half(
+    frames: np.ndarray,
+    band0: np.ndarray,
+    sides: list[np.ndarray],
+    fit: Fit,
+    gain: np.ndarray,
+    offset: np.ndarray,
+    noise: CameraNoise,
+    settings: TrustSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced chi-square over the 9 frames and the mean predicted signal, at one camera
+    pixel of each 2 x 2 block."""
+    eps = np.float32(settings.model_error_fraction)
+    sub = (slice(None, None, 2), slice(None, None, 2))
+    g_s, o_s, b0_s = gain[sub], offset[sub], np.ascontiguousarray(band0[sub])
+    parts = [(np.ascontiguousarray(z[sub].real), np.ascontiguousarray(z[sub].imag)) for z in sides]
+    chi2 = np.zeros(g_s.shape, np.float32)
+    total = np.zeros(g_s.shape, np.float32)
+    for f in range(GROUP_SIZE):
+        re_part, im_part = parts[f // N_PHASES]
+        u, re, im = (np.float32(c) for c in fit.coef[f])
+        signal = u * b0_s
+        signal += re * re_part
+        signal += im * im_part
+        signal *= g_s
+        total += signal
+        pred = signal + o_s
+        pred += np.float32(fit.frame_offset[f])
+        # the expected variance: read noise and fixed pattern, model error, shot noise
+        var = np.square(eps * signal)
+        var += np.float32(noise.floor_adu2)
+        photons = np.float32(noise.gain_adu_per_photon[f])
+        if photons > 0:
+            var += photons * np.maximum(pred - np.float32(noise.offset_adu[f]), 0.0)
+        r = np.subtract(frames[f][sub], pred, out=pred)
+        r *= r
+        r /= var
+        chi2 += r
+    n = np.float32(GROUP_SIZE)
+    chi2 /= n
+    total /= n
+    return chi2, total
+
+
+def _mean_z(
+    frames: np.ndarray,
+    band0: np.ndarray,
+    sides: list[np.ndarray],
+    fit: Fit,
+    gain: np.ndarray,
+    offset: np.ndarray,
+    noise: CameraNoise,
+    settings: TrustSettings,
+) -> np.ndarray:
+    """The mean of the 9 frames against the mean prediction, at every camera pixel, in its
+    standard deviations."""
+    eps = np.float32(settings.model_error_fraction)
+    mean_coef = fit.coef.reshape(N_ANGLES, N_PHASES, 3).mean(axis=1)
+    signal = np.float32(mean_coef[:, 0].mean()) * band0
+    for a, z in enumerate(sides):
+        signal += np.float32(mean_coef[a, 1]) * z.real
+        signal += np.float32(mean_coef[a, 2]) * z.imag
+    signal *= gain
+    pred = signal + offset
+    pred += np.float32(fit.frame_offset.mean())
+    gains = np.asarray(noise.gain_adu_per_photon, np.float32)
+    offsets = np.asarray(noise.offset_adu, np.float32)
+    # shot and read noise average over the 9 frames; fixed pattern and model error do not
+    var = np.maximum(pred - np.float32(offsets.mean()), 0.0)
+    var *= np.float32(gains.mean())
+    var += np.float32(noise.floor_adu2 - noise.fixed_pattern_adu2)
+    var /= np.float32(GROUP_SIZE)
+    var += np.float32(noise.fixed_pattern_adu2)
+    signal *= eps
+    var += np.square(signal, out=signal)
+    np.sqrt(var, out=var)
+    mean = frames.sum(axis=0, dtype=np.float32)
+    mean /= np.float32(GROUP_SIZE)
+    mean -= pred
+    mean /= var
+    return mean
+
+
+def coherent_z(plan: Plan, mean_z: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mean normalized residual smoothed over the PSF scale, in its standard deviations
+    (on the grid of 2 x 2 camera pixels).
+
+    The null standard deviation follows from the noise model; when the image's own spread
+    (median absolute deviation) is larger, as where the forward model is only approximate,
+    that is used instead, so only local departures count.
+    """
+    z = smooth(mean_z, plan.sigma_half) / np.float32(np.sqrt(plan.kernel_sq))
+    inner = z[plan.half_interior]
+    mad = 1.4826 * float(np.median(np.abs(inner - np.median(inner))))
+    return z / np.float32(max(1.0, mad)), mad
+
+
+__all__ = ["coherent_z", "residuals"]
