@@ -28,6 +28,11 @@ FORBIDDEN = {
     "sim": ("mlsim_live.live", "mlsim_live.batch", "mlsim_live.cli"),
     "batch": ("mlsim_live.live", "mlsim_live.replay", "mlsim_live.cli", "mlsim_live.viewer"),
     "latency.py": ("mlsim_live",),
+    # the viewer's models (napari-style): what is shown, the trust overlay, snapshots; no Qt
+    **{
+        f"viewer/{name}.py": ("PyQt5", "PyQt6", "PySide2", "PySide6", "pyqtgraph", "qtpy")
+        for name in ("content", "trust_overlay", "snapshot", "imaging", "status", "display")
+    },
     "constants.py": ("mlsim_live",),
 }
 

@@ -16,7 +16,8 @@ from pyqtgraph.Qt import QtCore, QtWidgets
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.viewer.sink import ViewerSink
-from mlsim_live.viewer.window import PICTURE_SUFFIXES, SIMViewer, StatsFn
+from mlsim_live.viewer.snapshot import PICTURE_SUFFIXES
+from mlsim_live.viewer.window import SIMViewer, StatsFn
 
 log = logging.getLogger(__name__)
 

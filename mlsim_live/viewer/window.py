@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,193 +13,24 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
-from mlsim_live.constants import GROUP_SIZE
 from mlsim_live.errors import MLSimError
 from mlsim_live.io.atomic import atomic_path
 from mlsim_live.live.results import GroupResult
-from mlsim_live.viewer.imaging import (
-    IMAGE_PERCENTILES,
-    SPECTRUM_PERCENTILES,
-    auto_levels,
-    format_length_um,
-    log_power_spectrum,
-    scale_bar_um,
-)
+from mlsim_live.viewer.content import N_RAW, check_raw_index, view_content
 from mlsim_live.viewer.sink import ViewerSink
+from mlsim_live.viewer.snapshot import (
+    PICTURE_SUFFIXES,
+    TIFF_SUFFIXES,
+    check_snapshot_path,
+    write_snapshot_tiff,
+)
 from mlsim_live.viewer.status import status_text
+from mlsim_live.viewer.trust_overlay import NewestTrust, TrustMap, trust_rgba, trust_status
+from mlsim_live.viewer.widgets import ElidedLabel, ImagePanel, badge, qrect
 
 log = logging.getLogger(__name__)
 
 StatsFn = Callable[[], Mapping[str, Any]]
-
-IMAGE = "image"
-SPECTRUM = "spectrum"
-PICTURE_SUFFIXES = {".png": "PNG", ".jpg": "JPG", ".jpeg": "JPG", ".bmp": "BMP"}
-TIFF_SUFFIXES = (".tif", ".tiff")
-N_RAW = GROUP_SIZE
-
-_BADGE_STYLE = (
-    "QLabel {{ background: {bg}; color: white; font-weight: bold; "
-    "padding: 3px 10px; border-radius: 4px; }}"
-)
-
-
-def _centred_rect(shape: tuple[int, ...]) -> QtCore.QRectF:
-    """Rectangle of an fftshift-ed spectrum, one unit per pixel, zero frequency at (0, 0)."""
-    h, w = shape[-2:]
-    return QtCore.QRectF(-(w // 2) - 0.5, -(h // 2) - 0.5, w, h)
-
-
-class _ElidedLabel(QtWidgets.QLabel):
-    """A one-line label that shows ``…`` instead of overflowing; the full text is its tooltip.
-
-    It never asks for more width than it gets, so a long title or status line cannot widen a
-    panel or push the window wider.
-    """
-
-    def __init__(self, text: str = "", elide: QtCore.Qt.TextElideMode | None = None) -> None:
-        super().__init__()
-        self._full_text = ""
-        self._elide = QtCore.Qt.TextElideMode.ElideRight if elide is None else elide
-        self.setSizePolicy(
-            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
-        )
-        self.setText(text)
-
-    def setText(self, text: str) -> None:  # Qt override
-        """Set the full text; show as much of it as fits."""
-        self._full_text = text
-        self.setToolTip(text)
-        self._update_elided()
-
-    def text(self) -> str:  # Qt override
-        """The full text, as set."""
-        return self._full_text
-
-    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # Qt override
-        """Re-elide for the new width."""
-        super().resizeEvent(event)
-        self._update_elided()
-
-    def _update_elided(self) -> None:
-        margins = self.contentsMargins()
-        width = self.width() - margins.left() - margins.right() - 2 * self.margin() - 8
-        shown = self.fontMetrics().elidedText(self._full_text, self._elide, max(width, 0))
-        super().setText(shown)
-
-
-def trust_rgba(trust: np.ndarray) -> np.ndarray:
-    """RGBA uint8 overlay of a trust map: flagged pixels (below 0.5) in red, the more opaque
-    the lower their trust; the rest transparent."""
-    t = np.asarray(trust, dtype=np.float32)
-    rgba = np.zeros((*t.shape, 4), np.uint8)
-    flagged = t < 0.5
-    rgba[flagged, 0], rgba[flagged, 1], rgba[flagged, 2] = 255, 60, 30
-    depth = np.clip((0.5 - t) / 0.5, 0.0, 1.0)
-    rgba[..., 3] = np.where(flagged, 90 + 130 * depth, 0).astype(np.uint8)
-    return rgba
-
-
-class _Panel:
-    """One image view with its title, histogram/LUT, scale bar and levels per display kind.
-
-    Levels are automatic for each new frame until the user moves them in the histogram (or
-    `set_levels` is called); then they are kept across frames until `reset_levels`. Images and
-    spectra keep separate levels.
-    """
-
-    def __init__(self, title: str) -> None:
-        self.widget = QtWidgets.QWidget()
-        box = QtWidgets.QVBoxLayout(self.widget)
-        box.setContentsMargins(0, 0, 0, 0)
-        box.setSpacing(0)
-        self.title = _ElidedLabel(title)  # a long title must not widen its panel
-        self.title.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.title.setStyleSheet("QLabel { background: black; color: #d0d0d0; padding: 4px; }")
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.view = self.graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        self.view.addItem(self.image)
-        self.hist = pg.HistogramLUTItem()
-        self.hist.setImageItem(self.image)
-        self.graphics.addItem(self.hist, row=0, col=1)
-        box.addWidget(self.title)
-        box.addWidget(self.graphics, 1)
-        self.manual_levels: dict[str, tuple[float, float]] = {}
-        self.kind = IMAGE
-        self._updating = False
-        self.hist.sigLevelsChanged.connect(self._on_levels_changed)
-        self.scale_bar = pg.ScaleBar(size=1.0, width=6, brush="w", pen=pg.mkPen("k"))
-        self.scale_bar.setParentItem(self.view)
-        self.scale_bar.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-24, -16))
-        self.scale_bar.text.setColor("w")
-        self.scale_bar.text.fill = pg.mkBrush(0, 0, 0, 140)  # readable over bright pixels
-        self.scale_bar.setVisible(False)
-
-    # -- levels ------------------------------------------------------------------------------
-    def _on_levels_changed(self) -> None:
-        if self._updating or self.image.image is None:
-            return
-        low, high = self.hist.getLevels()
-        self.manual_levels[self.kind] = (float(low), float(high))
-
-    def levels(self) -> tuple[float, float]:
-        """Current display levels (low, high)."""
-        low, high = self.hist.getLevels()
-        return float(low), float(high)
-
-    def set_levels(self, low: float, high: float) -> None:
-        """Fix the levels for the current kind, as if the user had moved them."""
-        if not high > low:
-            raise MLSimError(f"levels ({low}, {high}) are not increasing; expected low < high")
-        self.manual_levels[self.kind] = (float(low), float(high))
-        self._apply_levels((float(low), float(high)))
-
-    def reset_levels(self) -> None:
-        """Return to automatic levels for the current kind and apply them now."""
-        self.manual_levels.pop(self.kind, None)
-        if self.image.image is not None:
-            self._apply_levels(self._auto_levels(self.image.image))
-
-    def _auto_levels(self, data: np.ndarray) -> tuple[float, float]:
-        percentiles = SPECTRUM_PERCENTILES if self.kind == SPECTRUM else IMAGE_PERCENTILES
-        return auto_levels(data, percentiles)
-
-    def _apply_levels(self, levels: tuple[float, float]) -> None:
-        self._updating = True
-        try:
-            self.image.setLevels(levels)
-            self.hist.setLevels(*levels)
-        finally:
-            self._updating = False
-
-    # -- content -----------------------------------------------------------------------------
-    def show(self, data: np.ndarray, rect: QtCore.QRectF, kind: str) -> None:
-        """Display ``data`` over ``rect`` (view coordinates) with the levels of ``kind``."""
-        self.kind = kind
-        levels = self.manual_levels.get(kind) or self._auto_levels(data)
-        self._updating = True
-        try:
-            self.image.setImage(data, autoLevels=False, levels=levels)
-            self.image.setRect(rect)
-            self.hist.setLevels(*levels)
-        finally:
-            self._updating = False
-
-    def set_scale_bar(self, pixel_size_um: float | None, width_px: int, visible: bool) -> None:
-        """Show a scale bar for a view in raw-pixel coordinates, or hide it."""
-        if not visible or pixel_size_um is None or not pixel_size_um > 0:
-            self.scale_bar.setVisible(False)
-            return
-        length_um = scale_bar_um(width_px * pixel_size_um)
-        self.scale_bar.size = length_um / pixel_size_um
-        self.scale_bar.text.setText(format_length_um(length_um))
-        self.scale_bar.updateBar()
-        self.scale_bar.setVisible(True)
-
-    def image_rect(self) -> QtCore.QRectF:
-        """Where the image lies, in view coordinates."""
-        return self.image.mapRectToView(self.image.boundingRect())
 
 
 class SIMViewer(QtWidgets.QMainWindow):
@@ -267,9 +98,8 @@ class SIMViewer(QtWidgets.QMainWindow):
         self._display_failed = False
         self._trust_on = False
         self._trust_sink: Any = None
-        self._trust_lock = threading.Lock()
-        self._trust_waiting: tuple[int, np.ndarray, float] | None = None
-        self._trust: tuple[int, np.ndarray, float] | None = None
+        self._trust_newest = NewestTrust()
+        self._trust: TrustMap | None = None
         self._build_ui()
         if sink is not None:
             self.attach_sink(sink)
@@ -286,7 +116,7 @@ class SIMViewer(QtWidgets.QMainWindow):
         self._build_toolbar()
         header = self._build_header()
         self._build_panels(header)
-        self.stats_label = _ElidedLabel(elide=QtCore.Qt.TextElideMode.ElideMiddle)
+        self.stats_label = ElidedLabel(elide=QtCore.Qt.TextElideMode.ElideMiddle)
         self.statusBar().addWidget(self.stats_label, 1)
         self._add_shortcuts()
 
@@ -343,22 +173,24 @@ class SIMViewer(QtWidgets.QMainWindow):
         header.setStyleSheet("QWidget { background: black; color: #d0d0d0; }")
         header_row = QtWidgets.QHBoxLayout(header)
         header_row.setContentsMargins(6, 3, 6, 3)
-        self.info_label = _ElidedLabel("waiting for the first SIM group…")
+        self.info_label = ElidedLabel("waiting for the first SIM group…")
         header_row.addWidget(self.info_label, 1)
-        self.ood_badge = QtWidgets.QLabel("OUTSIDE TRAINED RANGE")
-        self.ood_badge.setStyleSheet(_BADGE_STYLE.format(bg="#c77700"))
-        self.ood_badge.setToolTip("This group falls outside the ranges the model was trained on")
+        self.ood_badge = badge(
+            "OUTSIDE TRAINED RANGE",
+            "#c77700",
+            "This group falls outside the ranges the model was trained on",
+        )
         header_row.addWidget(self.ood_badge)
-        self.simulated_badge = QtWidgets.QLabel("SIMULATED")
-        self.simulated_badge.setStyleSheet(_BADGE_STYLE.format(bg="#c62828"))
-        self.simulated_badge.setToolTip("Raw frames come from simulated SIM optics (demo mode)")
+        self.simulated_badge = badge(
+            "SIMULATED", "#c62828", "Raw frames come from simulated SIM optics (demo mode)"
+        )
         header_row.addWidget(self.simulated_badge)
         return header
 
     def _build_panels(self, header: QtWidgets.QWidget) -> None:
         """The linked left and SR panels (with the trust overlay) under ``header``."""
-        self.left_panel = _Panel("Widefield")
-        self.sr_panel = _Panel("Super-resolution")
+        self.left_panel = ImagePanel("Widefield")
+        self.sr_panel = ImagePanel("Super-resolution")
         self.trust_item = pg.ImageItem(axisOrder="row-major")
         self.trust_item.setZValue(10)
         self.trust_item.setVisible(False)
@@ -389,7 +221,7 @@ class SIMViewer(QtWidgets.QMainWindow):
             "T": lambda: self.set_trust_overlay(not self._trust_on),
         }
         for k in range(N_RAW):
-            shortcuts[str(k + 1)] = lambda k=k: self.set_raw_frame(k)
+            shortcuts[str(k + 1)] = partial(self.set_raw_frame, k)
         for key, slot in shortcuts.items():
             QtWidgets.QShortcut(
                 QtGui.QKeySequence(key), self, activated=lambda f=slot: self._guarded(f)
@@ -471,11 +303,9 @@ class SIMViewer(QtWidgets.QMainWindow):
 
     def set_raw_frame(self, index: int | None) -> None:
         """Show raw frame ``index`` (0-8, angle-major) of the current group, or None: widefield."""
-        if index is not None and not 0 <= int(index) < N_RAW:
-            raise MLSimError(f"raw frame {index} does not exist; expected 0 to {N_RAW - 1}")
-        self._raw_index = None if index is None else int(index)
+        self._raw_index = check_raw_index(index)
         self.source_box.blockSignals(True)
-        self.source_box.setCurrentIndex(0 if index is None else int(index) + 1)
+        self.source_box.setCurrentIndex(0 if self._raw_index is None else self._raw_index + 1)
         self.source_box.blockSignals(False)
         self._redraw()
 
@@ -512,7 +342,7 @@ class SIMViewer(QtWidgets.QMainWindow):
         """The array shown in ``panel`` (``"left"`` or ``"sr"``): image or log power spectrum."""
         return self._panel(panel).image.image
 
-    def _panel(self, name: str) -> _Panel:
+    def _panel(self, name: str) -> ImagePanel:
         if name == "left":
             return self.left_panel
         if name == "sr":
@@ -529,15 +359,12 @@ class SIMViewer(QtWidgets.QMainWindow):
 
     def _on_trust_map(self, index: int, key: Mapping[str, Any], result: Any) -> None:
         """Trust thread: keep the newest map and notify the GUI thread (never blocks)."""
-        with self._trust_lock:
-            pending = self._trust_waiting is not None
-            self._trust_waiting = (index, result.trust, result.figures.flagged_fraction)
-        if not pending:
+        trust_map = TrustMap(index, result.trust, float(result.figures.flagged_fraction))
+        if self._trust_newest.put(trust_map):
             self.trust_ready.emit()
 
     def _on_trust_ready(self) -> None:
-        with self._trust_lock:
-            waiting, self._trust_waiting = self._trust_waiting, None
+        waiting = self._trust_newest.take()
         if waiting is None or self._is_closed:
             return
         self._trust = waiting
@@ -574,64 +401,27 @@ class SIMViewer(QtWidgets.QMainWindow):
             self.trust_item.setVisible(False)
             return
         h, w = np.shape(result.widefield)[-2:]
-        self.trust_item.setImage(trust_rgba(trust[1]), autoLevels=False)
+        self.trust_item.setImage(trust_rgba(trust.trust), autoLevels=False)
         self.trust_item.setRect(QtCore.QRectF(0.0, 0.0, float(w), float(h)))
         self.trust_item.setVisible(True)
 
     # -- drawing -----------------------------------------------------------------------------
-    def _left_image(self, result: GroupResult) -> tuple[np.ndarray, str]:
-        index = self._raw_index
-        if index is not None:
-            raw = result.raw
-            if raw is not None and np.ndim(raw) == 3 and index < np.shape(raw)[0]:
-                title = f"Raw frame {index} (angle {index // 3}, phase {index % 3})"
-                return np.asarray(raw[index]), title
-            log.warning("result %d has no raw frame %d; showing the widefield", result.index, index)
-        has_raw = result.raw is not None and np.ndim(result.raw) == 3
-        n = np.shape(result.raw)[0] if has_raw else N_RAW
-        return np.asarray(result.widefield), f"Widefield (mean of {n} frames)"
-
     def _redraw(self) -> None:
+        """Show the current result in both panels as the view options say."""
         result = self._result
         self._update_badges()
         if result is None:
             return
-        left, left_title = self._left_image(result)
-        sr = np.asarray(result.sr)
-        h, w = np.shape(result.widefield)[-2:]
-        scale = sr.shape[-1] / w if w else 1.0
-        sr_title = f"Super-resolution ({scale:g}x) · {result.reconstructor}"
-        if self._spectrum:
-            kind = SPECTRUM
-            left_data, sr_data = log_power_spectrum(left), log_power_spectrum(sr)
-            # Same frequency step on both grids: the SR spectrum reaches 'scale' times farther.
-            left_rect, sr_rect = _centred_rect(left.shape), _centred_rect(sr.shape)
-            left_title += " · log power spectrum"
-            sr_title += " · log power spectrum"
-        else:
-            kind = IMAGE
-            left_data, sr_data = left, sr
-            left_rect = sr_rect = QtCore.QRectF(0.0, 0.0, float(w), float(h))
-        self.left_panel.show(left_data, left_rect, kind)
-        self.sr_panel.show(sr_data, sr_rect, kind)
-        self.left_panel.title.setText(left_title)
-        self.sr_panel.title.setText(sr_title)
-        show_bar = not self._spectrum
-        for panel in (self.left_panel, self.sr_panel):
-            panel.set_scale_bar(result.pixel_size_um, w, show_bar)
+        content = view_content(result, self._raw_index, self._spectrum)
+        for panel, shown in ((self.left_panel, content.left), (self.sr_panel, content.sr)):
+            panel.show(shown.data, shown.rect, content.kind)
+            panel.title.setText(shown.title)
+            panel.set_scale_bar(result.pixel_size_um, content.field_width_px, content.scale_bar)
         self._draw_trust()
-
-        geometry = (self._spectrum, left.shape, sr.shape)
-        if geometry != self._geometry_key:  # new mode or image size: fit the view once
-            self._geometry_key = geometry
-            bounds = left_rect.united(sr_rect)
-            self.left_panel.view.setRange(rect=bounds, padding=0.02)
-
-        key = ", ".join(f"{k} {v}" for k, v in result.key.items())
-        where = f" ({key})" if key else ""
-        self.info_label.setText(
-            f"group #{result.index}{where} · latency {result.latency_ms:.0f} ms  "
-        )
+        if content.geometry != self._geometry_key:  # new mode or image size: fit the view once
+            self._geometry_key = content.geometry
+            self.left_panel.view.setRange(rect=qrect(content.bounds()), padding=0.02)
+        self.info_label.setText(content.info)
 
     def _update_badges(self) -> None:
         result = self._result
@@ -668,12 +458,7 @@ class SIMViewer(QtWidgets.QMainWindow):
             latency_ms=result.latency_ms if result else None,
         )
         if self._trust_on:
-            trust = self._trust
-            text += (
-                " · trust: mapping…"
-                if trust is None
-                else f" · trust: {trust[2]:.1%} flagged (group #{trust[0]})"
-            )
+            text += trust_status(self._trust)
         if self._finished:
             text += " · acquisition finished"
         self.stats_label.setText(text)
@@ -698,59 +483,15 @@ class SIMViewer(QtWidgets.QMainWindow):
             requested before any result arrived.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in PICTURE_SUFFIXES and suffix not in TIFF_SUFFIXES:
-            raise MLSimError(
-                f"snapshot {path.name!r} has suffix {suffix!r}; "
-                "expected .png, .jpg, .bmp (window picture) or .tif, .tiff (images)"
-            )
-        if not path.parent.is_dir():
-            raise MLSimError(f"folder {path.parent} does not exist; expected an existing folder")
-        if path.exists() and not overwrite:
-            raise MLSimError(f"{path} exists; expected a new file name, or overwrite to replace it")
-        if suffix in TIFF_SUFFIXES and self._result is None:
-            raise MLSimError("no images to save yet; expected at least one reconstruction")
+        check_snapshot_path(path, overwrite=overwrite, have_images=self._result is not None)
         with atomic_path(path, overwrite=overwrite) as tmp:
-            if suffix in TIFF_SUFFIXES:
-                self._write_tiff(tmp)
-            elif not self.grab().save(str(tmp), PICTURE_SUFFIXES[suffix]):
+            if path.suffix.lower() in TIFF_SUFFIXES:
+                assert self._result is not None
+                write_snapshot_tiff(self._result, tmp)
+            elif not self.grab().save(str(tmp), PICTURE_SUFFIXES[path.suffix.lower()]):
                 raise MLSimError(f"could not write the picture {path}; expected a writable file")
         log.info("saved viewer snapshot %s", path)
         return path
-
-    def _write_tiff(self, path: Path) -> None:
-        import tifffile
-
-        result = self._result
-        assert result is not None
-        widefield = np.asarray(result.widefield, dtype=np.float32)
-        sr = np.asarray(result.sr, dtype=np.float32)
-        scale = sr.shape[-1] / widefield.shape[-1]
-        common = {
-            "index": int(result.index),
-            "key": {
-                str(k): v if isinstance(v, (bool, int, float, str)) else str(v)
-                for k, v in result.key.items()
-            },
-            "reconstructor": result.reconstructor,
-            "provider": result.provider,
-            "simulated": bool(result.simulated),
-            "latency_ms": float(result.latency_ms),
-        }
-        px = result.pixel_size_um
-        series: list[tuple[str, np.ndarray, float | None]] = [
-            ("widefield", widefield, px),
-            ("sr", sr, px / scale if px else None),
-        ]
-        if result.raw is not None:
-            series.append(("raw", np.asarray(result.raw), px))
-        with tifffile.TiffWriter(path) as tif:
-            for name, data, pixel_um in series:
-                extra: dict[str, Any] = {}
-                if pixel_um:  # pixels per centimetre
-                    extra = {"resolution": (1e4 / pixel_um,) * 2, "resolutionunit": "CENTIMETER"}
-                metadata = {"name": name, "pixel_size_um": pixel_um, **common}
-                tif.write(data, metadata=metadata, **extra)
 
     def _on_save_clicked(self) -> None:
         index = self._result.index if self._result is not None else 0
