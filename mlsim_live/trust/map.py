@@ -52,6 +52,7 @@ from mlsim_live.trust.noise import CameraNoise, estimate_noise
 from mlsim_live.trust.plan import Plan, make_plan, with_transfer
 from mlsim_live.trust.residual import coherent_z, residuals
 from mlsim_live.trust.settings import CHI2_9_MEDIAN, FLAG_LEVEL, RESOLUTIONS, TrustSettings
+from mlsim_live.trust.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,14 @@ class TrustMapper:
         plan = self._get_plan()
         py0, py1, px0, px1 = plan.pad
         padded = np.pad(img, ((2 * py0, 2 * py1), (2 * px0, 2 * px1)), mode="reflect")
-        spec = sfft.rfft2(padded, workers=self.workers)
+        spec = sfft.rfft2(padded, workers=self.workers, overwrite_x=True)
+        # the unsupported band needs only the spectrum: on a second core while the forward
+        # model is fitted (numpy and scipy.fft release the GIL in their loops)
+        parallel = self.workers != 1
+        band = Task(
+            lambda: band_ratio(plan, spec, img, self.settings, 1 if parallel else self.workers),
+            parallel,
+        )
         band0, sides = forward_bands(plan, spec, self.workers)
         fit = fit_forward_model(plan, frames, band0, sides, self.noise, self.settings)
         if self.settings.fit_transfer and self.transfer is None:
@@ -220,16 +228,21 @@ class TrustMapper:
             self._plan = plan = with_transfer(plan, self.transfer)
             band0, sides = forward_bands(plan, spec, self.workers)
             fit = fit_forward_model(plan, frames, band0, sides, self.noise, self.settings)
-        chi2, mean_z, signal = residuals(plan, frames, band0, sides, fit, self.noise, self.settings)
-        ratio = band_ratio(plan, spec, img, self.settings, self.workers)
-        return self._combine(plan, fit, (chi2, mean_z, signal), ratio, (band0, sides))
+        chi2, mean_z, signal = residuals(
+            plan, frames, band0, sides, fit, self.noise, self.settings, parallel
+        )
+        return self._combine(plan, fit, (chi2, mean_z, signal), band.result(), (band0, sides))
 
     __call__ = compute
 
     # ----------------------------------------------------------------------------------------
     def _checked(self, raw: np.ndarray, sr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frames (9, H, W) and the reconstruction (2H, 2W) as float32, or MLSimError."""
-        frames = as_group(raw, np.float32)
+        """The frames (9, H, W, their own type) and the reconstruction (2H, 2W, float32), or
+        MLSimError."""
+        arr = np.asarray(raw)
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise MLSimError(f"raw frames are of type {arr.dtype}; expected real camera counts")
+        frames = as_group(arr, arr.dtype.type)  # the shape checked, the counts as they are
         h, w = frames.shape[1:]
         if (h, w) != tuple(self.estimate.shape):
             raise MLSimError(
@@ -245,7 +258,7 @@ class TrustMapper:
         img = img.astype(np.float32, copy=False)
         # a sum is NaN or Inf when any value is (one pass, no boolean array); integer camera
         # counts are finite
-        raw_finite = np.issubdtype(np.asarray(raw).dtype, np.integer) or np.isfinite(
+        raw_finite = np.issubdtype(frames.dtype, np.integer) or np.isfinite(
             frames.sum(dtype=np.float64)
         )
         if not (raw_finite and np.isfinite(img.sum(dtype=np.float64))):

@@ -11,6 +11,7 @@ from mlsim_live.trust.grids import smooth
 from mlsim_live.trust.noise import CameraNoise
 from mlsim_live.trust.plan import Plan
 from mlsim_live.trust.settings import TrustSettings
+from mlsim_live.trust.tasks import Task
 
 
 def residuals(
@@ -21,8 +22,10 @@ def residuals(
     fit: Fit,
     noise: CameraNoise,
     settings: TrustSettings,
+    parallel: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The residual against the measured frames.
+    """The residual against the measured frames (``parallel``: the mean residual on a second
+    thread while the chi-square is summed).
 
     Returns
     -------
@@ -38,9 +41,11 @@ def residuals(
     """
     gain = fit.gain_field(plan)
     offset = fit.offset_field(plan)
+    mean_z = Task(
+        lambda: _mean_z(frames, band0, sides, fit, gain, offset, noise, settings), parallel
+    )
     chi2, total = _chi2_half(frames, band0, sides, fit, gain, offset, noise, settings)
-    mean_z = _mean_z(frames, band0, sides, fit, gain, offset, noise, settings)
-    return chi2, mean_z, total
+    return chi2, mean_z.result(), total
 
 
 def _chi2_half(

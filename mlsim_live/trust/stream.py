@@ -78,7 +78,8 @@ class TrustStream:
             For inputs of the wrong shape or with non-finite values, or when a given estimate
             is for another frame size.
         """
-        frames = as_group(raw, np.float32)
+        arr = np.asarray(raw)
+        frames = as_group(arr, arr.dtype.type)  # shape checked; the mapper takes any real counts
         mapper = self._mapper
         if mapper is None or tuple(mapper.estimate.shape) != frames.shape[1:]:
             if self._fixed and mapper is not None:
