@@ -100,6 +100,10 @@ class Pipeline:
         Memory bound of waiting groups under ``all``.
     max_pending : int
         Groups being filled at once before the oldest is abandoned as incomplete.
+    stages : {1, 2} or None
+        2: one thread prepares a group (checks, normalization, the Wiener prior) while another
+        infers the previous one (a reconstructor with ``prepare``/``finish``); 1: one thread.
+        None (default): 2 when the reconstructor has the stages (see `ReconstructionWorker`).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class Pipeline:
         max_waiting: int = 1,
         max_waiting_bytes: int = 1 << 30,
         max_pending: int = 64,
+        stages: int | None = None,
     ) -> None:
         sinks = tuple(sinks)
         for sink in sinks:
@@ -131,6 +136,7 @@ class Pipeline:
             max_waiting_bytes=max_waiting_bytes,
             pixel_size_um=pixel_size_um,
             simulated=simulated,
+            stages=stages,
         )
         self._pixel_size_known = pixel_size_um is not None
         self._frames_received = 0
@@ -235,6 +241,11 @@ class Pipeline:
     def policy(self) -> str:
         """The worker's queue policy, ``latest`` or ``all``."""
         return self._worker.policy
+
+    @property
+    def stages(self) -> int:
+        """1, or 2 when the worker prepares a group while it infers the previous one."""
+        return self._worker.stages
 
     @property
     def waiting(self) -> int:
@@ -441,6 +452,7 @@ class Pipeline:
             pixel_size_um=self._worker.pixel_size_um,
             sr_groups_per_s=rate,
             fallback_groups=worker.fallback_groups,
+            stages=worker.stages,
         )
 
     @property

@@ -23,7 +23,7 @@ from mlsim_live.latency import LatencyWindow
 from mlsim_live.live.pipeline import Pipeline
 from mlsim_live.live.run import Run, RunOutputs
 from mlsim_live.live.sinks import Sink
-from mlsim_live.live.stats import Percentiles, RunSummary, StatsSection
+from mlsim_live.live.stats import Figures, Percentiles, RunSummary, StatsSection
 from mlsim_live.recon import default_method
 from mlsim_live.recon.base import Reconstructor, warm_up
 from mlsim_live.sim.optics import Optics
@@ -92,12 +92,20 @@ class SIMProcessor:
         Replace existing output files.
     max_waiting, max_waiting_bytes : int
         Queue bounds (see :class:`Pipeline`).
+    stages : {1, 2} or None
+        Worker stages (see :class:`Pipeline`); None: two (prepare beside inference) when the
+        reconstructor has them.
     optics : Optics, optional
         The microscope's optics (NA, wavelength, pixel size), for the reconstructor (Wiener OTF,
         RCAN out-of-distribution check).
     frame_shape : (int, int), optional
         Camera frame shape; when given, the reconstructor is warmed up on it now, so the first
         group of the acquisition is not slow.
+    trust : bool
+        Also map the trust of the newest reconstruction (`mlsim_live.trust`) on its own
+        low-priority thread, never delaying the reconstruction or this hook: with ``out``
+        into ``<name>_trust.tif`` (a page per mapped group), ``.png`` and ``.json``; the
+        summary gains ``trust_flagged_fraction`` (p50, p95 over the mapped groups).
     reconstructor_options : dict, optional
         More arguments for ``make_reconstructor``. For ``"wiener"``, ``reuse_estimate`` defaults
         to True live: the pattern is estimated on the first group and reused (it does not drift
@@ -132,6 +140,8 @@ class SIMProcessor:
         optics: Optics | None = None,
         frame_shape: tuple[int, int] | None = None,
         reconstructor_options: Mapping[str, Any] | None = None,
+        trust: bool = False,
+        stages: int | None = None,
     ) -> None:
         if reconstructor is None:
             from mlsim_live.recon import make_stream_reconstructor
@@ -145,9 +155,14 @@ class SIMProcessor:
         if frame_shape is not None:
             warm_up(reconstructor, frame_shape)
         self.name = name or DEFAULT_NAME
+        #: The optics the run knows (None: the methods estimate them from the data).
+        self.optics = optics
         outputs = RunOutputs(out, self.name, overwrite) if out is not None else None
         self.sr_path: Path | None = None if outputs is None else outputs.sr_path
         self.summary_path: Path | None = None if outputs is None else outputs.summary_path
+        self.trust_sink = _trust_sink(optics, out, self.name, overwrite) if trust else None
+        if self.trust_sink is not None:
+            sinks = (*sinks, self.trust_sink)
         self.pipeline = Pipeline(
             reconstructor,
             sinks=sinks,
@@ -158,9 +173,11 @@ class SIMProcessor:
             phase_axis=phase_axis,
             max_waiting=max_waiting,
             max_waiting_bytes=max_waiting_bytes,
+            stages=stages,
         )
         self.run = Run(self.pipeline, outputs)
-        self.run.start()
+        trust_paths = () if self.trust_sink is None else self.trust_sink.output_names()
+        self.run.start(also=trust_paths)
         self._hook_lock = threading.Lock()
         self._hook_ms = LatencyWindow()
         self._hook_failures = 0
@@ -217,7 +234,7 @@ class SIMProcessor:
         (and once closed, the output files)."""
         if self.run.finished:
             return self.run.summary()
-        return self.run.summary(self.hook_stats)
+        return self.run.summary(self.hook_stats, *self._trust_sections())
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -230,8 +247,14 @@ class SIMProcessor:
         self, timeout: float | None = None, sections: Iterable[StatsSection] = ()
     ) -> RunSummary:
         """End (see :meth:`close`) with ``sections`` added to the summary; return it typed."""
-        self.pipeline.close(timeout)  # first, so the hook's figures are final
-        return self.run.finish(timeout, (self.hook_stats, *sections))
+        self.pipeline.close(timeout)  # first, so the hook's (and the trust map's) figures are final
+        return self.run.finish(timeout, (self.hook_stats, *sections, *self._trust_sections()))
+
+    def _trust_sections(self) -> tuple[StatsSection, ...]:
+        """``trust_flagged_fraction`` and the trust map's counts, with ``trust``."""
+        if self.trust_sink is None:
+            return ()
+        return (Figures(self.trust_sink.summary()),)
 
     def close(self, timeout: float | None = None) -> dict[str, Any]:
         """End: reconstruct what waits, close the sinks, publish ``<name>_sr.tif`` and write
@@ -247,3 +270,17 @@ class SIMProcessor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _trust_sink(
+    optics: Optics | None, out: str | os.PathLike[str] | None, name: str, overwrite: bool
+) -> Any:
+    """The sink that maps the newest group's trust (into ``<name>_trust.*`` with ``out``)."""
+    from mlsim_live.live.writer import check_outputs_free
+    from mlsim_live.trust.output import TrustPaths
+    from mlsim_live.trust.sink import TrustSink
+
+    paths = None if out is None else TrustPaths.beside(out, name)
+    if paths is not None:
+        check_outputs_free(paths.all(), overwrite)
+    return TrustSink(optics, every=False, paths=paths, overwrite=overwrite)

@@ -68,7 +68,8 @@ class WorkerStats:
     """A consistent snapshot of the reconstruction worker's counters (see `ReconstructionWorker`).
 
     ``ood_groups`` is None when the check is unavailable (a model without its card);
-    ``fallback_groups`` is None unless the method reconstructs some groups another way.
+    ``fallback_groups`` is None unless the method reconstructs some groups another way;
+    ``stages`` is 2 when the worker prepares one group while it infers the previous one.
     """
 
     groups_submitted: int
@@ -85,6 +86,7 @@ class WorkerStats:
     latency_ms: Percentiles
     reconstruct_ms: Percentiles
     fallback_groups: int | None = None
+    stages: int = 1
 
     @property
     def groups_done(self) -> int:
@@ -108,7 +110,8 @@ class RunStats:
     (``ood_groups`` of ``ood_checks``, ``ood_check`` says whether it ran); the sinks
     (``sink_errors``, ``sink_failures``), ``delivery_errors``, ``backpressure_waits``,
     ``reconstruct_ms`` (inside the reconstructor), ``policy``, ``simulated``,
-    ``pixel_size_um``, ``sr_groups_per_s`` and, for methods that fall back, ``fallback_groups``.
+    ``pixel_size_um``, ``sr_groups_per_s``, for methods that fall back, ``fallback_groups``,
+    and ``stages`` (1, or 2 when the worker prepares a group while it infers the previous one).
     """
 
     groups_acquired: int
@@ -144,6 +147,7 @@ class RunStats:
     pixel_size_um: float | None
     sr_groups_per_s: float | None
     fallback_groups: int | None = None
+    stages: int = 1
 
     def groups_lost_by(self, sink: str) -> int:
         """Groups the sink named ``sink`` (see ``sink_name``) missed after its failure."""

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -19,8 +19,11 @@ from mlsim_live.latency import percentiles_ms as percentiles_ms
 from mlsim_live.live.grouper import CompletedGroup
 from mlsim_live.live.results import GroupResult
 from mlsim_live.live.stats import Percentiles, WorkerStats
-from mlsim_live.recon.base import Capabilities, Reconstructor
+from mlsim_live.recon.base import Capabilities, Reconstructor, SupportsStages
 from mlsim_live.validation import group_problem, output_problem
+
+if TYPE_CHECKING:
+    from mlsim_live.live.stages import TwoStages
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,20 @@ class OODMonitor:
         return not self._thread.is_alive()
 
 
+def _stages_for(reconstructor: object, caps: Capabilities, stages: int | None) -> int:
+    """The worker's stages: ``stages`` checked against the reconstructor, or the default."""
+    if stages is None:
+        return 2 if caps.stages else 1
+    if stages not in (1, 2):
+        raise MLSimError(f"stages {stages!r}; expected 1 or 2")
+    if stages == 2 and not caps.stages:
+        raise MLSimError(
+            f"{reconstructor_name(reconstructor)} has no prepare/finish stages; expected "
+            "stages=1, or a reconstructor with them (rcan, wiener-rcan)"
+        )
+    return stages
+
+
 def _lower_thread_priority() -> None:
     """Raise the calling thread's niceness where the OS allows it per thread (Linux)."""
     try:
@@ -142,7 +159,14 @@ class ReconstructionWorker:
     breaks `mlsim_live.validation`'s rule (NaN/Inf, a constant frame) is refused before
     reconstruction, and a reconstruction with NaN/Inf pixels is refused after: both are errors,
     counted by reason in ``errors_by_reason``. A failing ``on_result`` leaves the group counted
-    as reconstructed and is counted in ``delivery_errors``.
+    as reconstructed and is counted in ``delivery_errors``. Each group taken from the queue is
+    in flight under its own ticket until it is counted, so several groups can be in flight.
+
+    With a reconstructor that `mlsim_live.recon.base.SupportsStages` (``prepare``/``finish``),
+    the worker runs two stages by default (`mlsim_live.live.stages.TwoStages`): one thread
+    prepares the next group (checks, normalization, the Wiener prior) while another runs the
+    inference of the previous one, with at most one prepared group handed over between them.
+    A prepared group is in flight: ``latest`` drops only groups still waiting in the queue.
 
     Parameters
     ----------
@@ -170,6 +194,9 @@ class ReconstructionWorker:
         that thread is free, never on the reconstruction thread; each result carries the latest
         verdict made so far (on an earlier group), and ``ood_groups`` counts the checked groups
         found outside (of ``ood_checks`` checked).
+    stages : {1, 2} or None
+        2: prepare and infer on two threads (needs `SupportsStages`); 1: one thread calls
+        ``reconstruct``. None (default): 2 when the reconstructor has the stages, else 1.
     """
 
     def __init__(
@@ -182,6 +209,7 @@ class ReconstructionWorker:
         pixel_size_um: float | None = None,
         simulated: bool = False,
         ood_check: OODCheck | None = None,
+        stages: int | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise MLSimError(f"policy {policy!r} is unknown; expected one of {', '.join(POLICIES)}")
@@ -196,6 +224,7 @@ class ReconstructionWorker:
         self._on_result = on_result
         self.capabilities = Capabilities.of(reconstructor)
         caps = self.capabilities
+        self.stages = _stages_for(reconstructor, caps, stages)
         check = ood_check or (caps.ood.check_ood if caps.ood is not None else None)
         self._ood = OODMonitor(check) if check is not None else None
         self.ood_available = ood_check is not None or not caps.ood_unavailable
@@ -209,7 +238,8 @@ class ReconstructionWorker:
         self._queue: deque[CompletedGroup] = deque()
         self._waiting_bytes = 0
         self._closing = False
-        self._in_flight = False  # a group is being reconstructed
+        self._in_flight: set[int] = set()  # tickets of the groups taken and not yet counted
+        self._next_ticket = 0
         self._abandoned = False  # close timed out: results that come later are discarded
         self.submitted = 0
         self.reconstructed = 0
@@ -220,8 +250,19 @@ class ReconstructionWorker:
         self.backpressure_waits = 0
         self.latencies_ms = LatencyWindow()
         self.reconstruct_ms = LatencyWindow()
-        self._thread = threading.Thread(target=self._run, name="mlsim-recon-worker", daemon=True)
-        self._thread.start()
+        self._two_stages: TwoStages | None = None
+        self._thread: threading.Thread | None = None
+        if self.stages == 2:
+            from mlsim_live.live.stages import TwoStages
+
+            assert isinstance(reconstructor, SupportsStages)
+            self._two_stages = TwoStages(self, reconstructor)
+            self._two_stages.start()
+        else:
+            self._thread = threading.Thread(
+                target=self._run, name="mlsim-recon-worker", daemon=True
+            )
+            self._thread.start()
 
     # ---- producer side (acquisition thread) ----
     def submit(self, group: CompletedGroup) -> None:
@@ -308,6 +349,7 @@ class ReconstructionWorker:
             latency_ms=Percentiles.of(self.latencies_ms.percentiles(exact)),
             reconstruct_ms=Percentiles.of(self.reconstruct_ms.percentiles(exact)),
             fallback_groups=fallback,
+            stages=self.stages,
         )
 
     def join(self, timeout: float | None = None) -> bool:
@@ -315,36 +357,52 @@ class ReconstructionWorker:
 
         A reconstruction that outlived ``close``'s timeout ends the thread when it returns.
         """
+        if self._two_stages is not None:
+            return self._two_stages.join(timeout)
+        assert self._thread is not None
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    # ---- worker thread ----
+    # ---- worker thread(s) ----
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._closing)
                 if not self._queue or self._abandoned:
                     return
-                group = self._queue.popleft()
-                self._waiting_bytes -= group.frames.nbytes
-                self._in_flight = True
-                self._cond.notify_all()
+                ticket, group = self._pop_locked()
             try:
-                self._process(group)
+                self._process(ticket, group)
             except Exception as exc:  # keep the worker alive whatever happens
-                self._count_error(group, type(exc).__name__, one_line(exc), exc)
-            finally:
-                with self._cond:
-                    self._in_flight = False
+                self._count_error(ticket, group, type(exc).__name__, one_line(exc), exc)
+
+    def _pop_locked(self) -> tuple[int, CompletedGroup]:
+        """Take the oldest waiting group in flight under a new ticket; the caller holds the lock."""
+        group = self._queue.popleft()
+        self._waiting_bytes -= group.frames.nbytes
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._in_flight.add(ticket)
+        self._cond.notify_all()
+        return ticket, group
+
+    def _holds(self, ticket: int) -> bool:
+        """The group of ``ticket`` is still in flight (not counted, not dropped by close)."""
+        return ticket in self._in_flight and not self._abandoned
 
     def _count_error(
-        self, group: CompletedGroup, reason: str, message: str, exc: BaseException | None = None
+        self,
+        ticket: int,
+        group: CompletedGroup,
+        reason: str,
+        message: str,
+        exc: BaseException | None = None,
     ) -> None:
         """Count a group that was not reconstructed (unless close() counted it as dropped)."""
         with self._cond:
-            if not self._in_flight:  # counted already, or counted as dropped by close()
+            if ticket not in self._in_flight:  # counted already, or counted as dropped by close()
                 return
-            self._in_flight = False
+            self._in_flight.discard(ticket)
             self.errors += 1
             self.errors_by_reason[reason] = self.errors_by_reason.get(reason, 0) + 1
             first = self.errors_by_reason[reason] == 1
@@ -356,36 +414,40 @@ class ReconstructionWorker:
             exc_info=first and exc is not None and not isinstance(exc, MLSimError),
         )
 
-    def _process(self, group: CompletedGroup) -> None:
+    def _process(self, ticket: int, group: CompletedGroup) -> None:
         problem = group_problem(group.frames)
         if problem is not None:  # the one rule for every source
-            self._count_error(group, "bad raw data", f"it {problem}")
+            self._count_error(ticket, group, "bad raw data", f"it {problem}")
             return
         t0 = time.perf_counter()
         try:
             sr = np.asarray(self.reconstructor.reconstruct(group.frames), dtype=np.float32)
         except Exception as exc:  # a failed group never stops the acquisition
             self._count_error(
-                group, type(exc).__name__, f"{type(exc).__name__}: {one_line(exc)}", exc
+                ticket, group, type(exc).__name__, f"{type(exc).__name__}: {one_line(exc)}", exc
             )
             return
+        self._deliver(ticket, group, sr, (time.perf_counter() - t0) * 1e3)
+
+    def _deliver(
+        self, ticket: int, group: CompletedGroup, sr: np.ndarray, reconstruct_ms: float
+    ) -> None:
+        """Count a reconstructed group (or its non-finite output) and hand on its result."""
         problem = output_problem(sr)
         if problem is not None:
-            self._count_error(group, "non-finite output", problem)
+            self._count_error(ticket, group, "non-finite output", problem)
             return
-        t1 = time.perf_counter()
-        latency_ms = (t1 - group.completed_perf) * 1e3
-        reconstruct_ms = (t1 - t0) * 1e3
+        latency_ms = (time.perf_counter() - group.completed_perf) * 1e3
         ood, reasons, ood_key = False, [], None
         if self._ood is not None:
             ood, reasons, ood_key = self._ood.verdict  # the latest so far; this group is next
         with self._cond:
-            if self._abandoned or not self._in_flight:  # close() counted it as dropped
+            if not self._holds(ticket):  # close() counted it as dropped
                 log.info("group %s finished after the worker was closed; discarded", group.key)
                 return
             index = self.reconstructed
             self.reconstructed += 1
-            self._in_flight = False
+            self._in_flight.discard(ticket)
             self.latencies_ms.add(latency_ms)
             self.reconstruct_ms.add(reconstruct_ms)
         if self._ood is not None:
@@ -433,23 +495,25 @@ class ReconstructionWorker:
         -------
         bool
             True when the worker finished within ``timeout`` seconds; otherwise the groups still
-            waiting and the one being reconstructed are counted as dropped (a result that comes
-            later is discarded) and the thread is left to end on its own (daemon).
+            waiting and those in flight (in either stage, or prepared and handed over) are
+            counted as dropped (a result that comes later is discarded) and the threads are left
+            to end on their own (daemon).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout)
-        finished = not self._thread.is_alive()
+        finished = self.join(timeout)
         if not finished:
             with self._cond:
-                left = len(self._queue) + int(self._in_flight)
+                left = len(self._queue) + len(self._in_flight)
                 self._queue.clear()
                 self._waiting_bytes = 0
                 self.dropped += left
                 self._abandoned = True
-                self._in_flight = False
+                self._in_flight.clear()
+                if self._two_stages is not None:
+                    self._two_stages.abandon_locked()
                 self._cond.notify_all()  # a submit waiting for room ends (and counts its drop)
             log.warning(
                 "reconstruction worker did not finish within %.1f s; %d groups dropped",

@@ -21,6 +21,7 @@ __all__ = [
     "SupportsEstimate",
     "SupportsFallback",
     "SupportsOOD",
+    "SupportsStages",
     "SupportsWarmUp",
     "warm_up",
 ]
@@ -116,6 +117,26 @@ class SupportsFallback(Protocol):
     fallback_groups: int
 
 
+@runtime_checkable
+class SupportsStages(Protocol):
+    """Reconstructs in two stages that may run on two threads (the live worker's two-stage mode).
+
+    ``reconstruct(group)`` is ``finish(prepare(group))``. ``prepare`` holds the checks, the
+    normalization and a physics prior (e.g. the Wiener image of ``wiener-rcan``); it is called
+    in acquisition order, one group at a time, because it may reuse state between groups (the
+    pattern estimate). ``finish`` holds the inference, also one group at a time and in order;
+    the ``finish`` of one group may run while ``prepare`` runs the next.
+    """
+
+    def prepare(self, group: np.ndarray) -> Any:
+        """The first stage of ``group`` (9, H, W): an object that only `finish` reads."""
+        ...
+
+    def finish(self, prepared: Any) -> np.ndarray:
+        """The second stage: the SR image ``(scale*H, scale*W)`` float32 of a prepared group."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a reconstructor can do beyond `Reconstructor`, found once.
@@ -127,8 +148,9 @@ class Capabilities:
         card records training ranges).
     ood_unavailable : bool
         It has a check, but no training ranges to check against.
-    warm_up, estimate, fallback : bool
-        It implements `SupportsWarmUp`, `SupportsEstimate`, `SupportsFallback`.
+    warm_up, estimate, fallback, stages : bool
+        It implements `SupportsWarmUp`, `SupportsEstimate`, `SupportsFallback`,
+        `SupportsStages`.
     """
 
     ood: SupportsOOD | None = None
@@ -136,6 +158,7 @@ class Capabilities:
     warm_up: bool = False
     estimate: bool = False
     fallback: bool = False
+    stages: bool = False
 
     @classmethod
     def of(cls, reconstructor: object) -> Capabilities:
@@ -148,6 +171,7 @@ class Capabilities:
             warm_up=isinstance(reconstructor, SupportsWarmUp),
             estimate=isinstance(reconstructor, SupportsEstimate),
             fallback=isinstance(reconstructor, SupportsFallback),
+            stages=isinstance(reconstructor, SupportsStages),
         )
 
 
