@@ -247,7 +247,7 @@ class SIMProcessor:
         self, timeout: float | None = None, sections: Iterable[StatsSection] = ()
     ) -> RunSummary:
         """End (see :meth:`close`) with ``sections`` added to the summary; return it typed."""
-        self.pipeline.close(timeout)  # first, so the hook's (and the trust map's) figures are final
+        self.pipeline.close(timeout)  # first, so the hook's and the trust figures are final
         return self.run.finish(timeout, (self.hook_stats, *sections, *self._trust_sections()))
 
     def _trust_sections(self) -> tuple[StatsSection, ...]:

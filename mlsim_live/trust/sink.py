@@ -2,10 +2,11 @@
 
 `TrustSink` is a pipeline sink (`mlsim_live.live.sinks.Sink`): ``on_result`` only hands the
 group over and returns at once, so the map never delays the reconstruction or the acquisition
-hook. With ``every=True`` (replay, batch-like use) every group is mapped and the maps go to
-``<name>_trust.tif`` (one page per group), a PNG overlay of the first group and
-``<name>_trust.json``; with ``every=False`` (the live viewer) only the newest group waiting is
-mapped, the others are skipped and counted.
+hook. With ``every=True`` (replay, batch-like use) every group is mapped; with ``every=False``
+(live and demo acquisitions, the viewer) only the newest group waiting is mapped, the others
+are skipped and counted. Given paths, the maps go to ``<name>_trust.tif`` (one page per mapped
+group, its group index in the page's description), a PNG overlay of the first mapped group
+and ``<name>_trust.json``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class TrustSink:
     every : bool
         Map every group (True) or only the newest one waiting (False, live).
     paths : TrustPaths, optional
-        Write the maps, overlay and figures there (needs ``every``).
+        Write the maps, overlay and figures there.
     settings : TrustSettings, optional
     offset_adu : float, optional
         Camera offset for the pattern estimate.
@@ -73,8 +74,6 @@ class TrustSink:
         overwrite: bool = False,
         on_map: Callable[[int, dict[str, Any], TrustResult], None] | None = None,
     ) -> None:
-        if paths is not None and not every:
-            raise MLSimError("trust files need every group mapped; expected every=True")
         self.every = every
         self.enabled = True
         self.paths = paths
@@ -85,12 +84,13 @@ class TrustSink:
         self._cond = threading.Condition()
         self._closing = False
         self.figures: list[TrustFigures] = []
+        self.indices: list[int] = []
         self.skipped = 0
         self.failures = 0
         self.latest: tuple[int, TrustFigures] | None = None
         self._writer: Any = None
         self._tmp: Path | None = None
-        self._first: tuple[np.ndarray, np.ndarray] | None = None
+        self._first: tuple[int, np.ndarray, np.ndarray] | None = None
         self._thread = threading.Thread(target=self._run, name="mlsim-trust-map", daemon=True)
         self._thread.start()
 
@@ -132,6 +132,10 @@ class TrustSink:
             "trust_failures": self.failures,
         }
 
+    def output_names(self) -> list[str]:
+        """The names of the files this sink writes (none without paths)."""
+        return [] if self.paths is None else [p.name for p in self.paths.all()]
+
     def remove_outputs(self) -> None:
         """Delete the files written (after a failed run)."""
         if self.paths is not None:
@@ -161,6 +165,7 @@ class TrustSink:
                 log.exception("trust map of group %s failed", key)
                 continue
             self.figures.append(result.figures)
+            self.indices.append(index)
             self.latest = (index, result.figures)
             if self.on_map is not None:
                 try:
@@ -179,7 +184,7 @@ class TrustSink:
                 check_writable(path, self.overwrite)
             self._tmp = temp_path_for(self.paths.tif)
             self._writer = tifffile.TiffWriter(self._tmp, bigtiff=True)
-            self._first = (np.asarray(sr, np.float32), res.trust)
+            self._first = (index, np.asarray(sr, np.float32), res.trust)
         meta = {"index": index, "axes": key, **res.figures.to_dict()}
         self._writer.write(res.trust, description=json.dumps(meta), metadata=None)
 
@@ -196,7 +201,10 @@ class TrustSink:
             assert self._tmp is not None and self._first is not None
             publish(self._tmp, self.paths.tif, self.overwrite)
             written.append(self.paths.tif)
-            write_png_atomic(self.paths.png, overlay(*self._first), overwrite=self.overwrite)
+            first_index, first_sr, first_trust = self._first
+            write_png_atomic(
+                self.paths.png, overlay(first_sr, first_trust), overwrite=self.overwrite
+            )
             written.append(self.paths.png)
             stream = self._stream
             write_json_atomic(
@@ -204,11 +212,16 @@ class TrustSink:
                 {
                     "trust_tif": str(self.paths.tif),
                     "overlay_png": str(self.paths.png),
-                    "overlay_group": 0,
+                    "overlay_group": first_index,
+                    "mapped": "every group" if self.every else "the newest group waiting",
                     "noise": stream.noise.to_dict() if stream.noise is not None else None,
                     "estimate": stream.estimate.to_dict() if stream.estimate else None,
                     "summary": summarize(list(self.figures)),
-                    "per_group": [f.to_dict() for f in self.figures],
+                    "per_group": [
+                        {"index": i, **f.to_dict()}
+                        for i, f in zip(self.indices, self.figures, strict=True)
+                    ],
+                    "skipped": self.skipped,
                     "failures": self.failures,
                 },
                 overwrite=self.overwrite,
