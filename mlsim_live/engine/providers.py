@@ -49,7 +49,7 @@ def installed_ort_distributions() -> list[tuple[str, str, Path]]:
     """Installed ONNX Runtime distributions as ``(name, version, site folder)``."""
     found: dict[tuple[str, Path], str] = {}
     for dist in importlib.metadata.distributions():
-        name = _canonical(dist.metadata.get("Name", "") or "")
+        name = _canonical((dist.metadata.get_all("Name") or [""])[0])
         if name in ORT_DISTRIBUTIONS:
             site = Path(str(dist.locate_file(""))).resolve()
             found[(name, site)] = dist.version

@@ -217,11 +217,39 @@ class RCANReconstructor:
         self.card = read_model_card(path)
         path = self._choose_precision(path, precision, provider)
         self.path = path
+        self._set_tiling(int(tile_size), int(tile_overlap))
+        if offset_adu is not None and not np.isfinite(offset_adu):
+            raise MLSimError(f"offset {offset_adu} ADU; expected a finite number")
+        self.offset_adu = None if offset_adu is None else float(offset_adu)
+        gpu_hint = GPU_WARMUP_HW if warmup is True else (warmup or GPU_WARMUP_HW)
+        h, w = (padded_length(int(d), self.multiple) for d in gpu_hint)
+        self.session = OnnxSession(
+            path,
+            provider=provider,
+            fp16=fp16,
+            threads=threads,
+            opt_hw=(h, w),
+            max_hw=(self.tile_size, self.tile_size),
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            channels=self.input_channels,
+        )
+        self.name = f"{self.method}:{path.name}"
+        self.provider: str = self.session.provider
+        self.fp16 = self.session.fp16
+        self.scale: int = self._check_output()
+        self._set_ood_check(optics, ood_every)
+        self.warmup_ms: float | None = None
+        if warmup:
+            hw = GPU_WARMUP_HW if self.session.on_gpu else CPU_WARMUP_HW
+            if not isinstance(warmup, bool):
+                hw = (int(warmup[0]), int(warmup[1]))
+            self.warm_up(hw)
+
+    def _set_tiling(self, tile_size: int, tile_overlap: int) -> None:
+        """Check the tile size and overlap against the model's size multiple; keep them."""
         self.multiple = max(
             1, _card_int(self.card, "size_multiple", "input_multiple") or DEFAULT_SIZE_MULTIPLE
         )
-        tile_size = int(tile_size)
-        tile_overlap = int(tile_overlap)
         if tile_overlap < 0 or tile_size < max(2 * tile_overlap + self.multiple, MIN_INPUT_SIZE):
             raise MLSimError(
                 f"tile size {tile_size} with overlap {tile_overlap}; expected overlap >= 0 and "
@@ -230,51 +258,35 @@ class RCANReconstructor:
         # tiles have the padded multiple themselves, so every tile has one shape
         self.tile_size = max(self.multiple, tile_size // self.multiple * self.multiple)
         self.tile_overlap = tile_overlap
-        if offset_adu is not None and not np.isfinite(offset_adu):
-            raise MLSimError(f"offset {offset_adu} ADU; expected a finite number")
-        self.offset_adu = None if offset_adu is None else float(offset_adu)
-        gpu_hint = GPU_WARMUP_HW if warmup is True else (warmup or GPU_WARMUP_HW)
-        self.session = OnnxSession(
-            path,
-            provider=provider,
-            fp16=fp16,
-            threads=threads,
-            opt_hw=tuple(padded_length(int(d), self.multiple) for d in gpu_hint),  # type: ignore[arg-type]
-            max_hw=(self.tile_size, self.tile_size),
-            cache_dir=Path(cache_dir) if cache_dir else None,
-            channels=self.input_channels,
-        )
-        self.name = f"{self.method}:{path.name}"
-        self.provider: str = self.session.provider
-        self.fp16 = self.session.fp16
+
+    def _check_output(self) -> int:
+        """The model's scale, probed (a card that says otherwise is warned about), after
+        checking that it outputs one channel."""
         probed = self.session.probe_scale()
         card_scale = _card_int(self.card, "scale", "architecture.scale", "config.scale")
         if card_scale is not None and card_scale != probed:
             log.warning(
                 "model card of %s says scale %d but the model outputs scale %d; using %d",
-                path.name,
+                self.path.name,
                 card_scale,
                 probed,
                 probed,
             )
-        self.scale: int = probed
         self.session.scale = probed
         if self.session.out_channels not in (None, 1):
             raise MLSimError(
-                f"model {path.name} has {self.session.out_channels} output channels; expected 1"
+                f"model {self.path.name} has {self.session.out_channels} output channels; "
+                "expected 1"
             )
+        return probed
+
+    def _set_ood_check(self, optics: Any, ood_every: int) -> None:
+        """The out-of-distribution check of the card's training ranges (off without them)."""
         ranges = find_ranges(self.card)
         self._ood = OODChecker(ranges, optics=optics, every=ood_every) if ranges else None
         self._last_ood: list[str] = []
         if ranges is None:
-            log.debug("model card of %s has no training ranges; OOD check off", path.name)
-        self.warmup_ms: float | None = None
-        if warmup:
-            if warmup is True:
-                hw = GPU_WARMUP_HW if self.session.on_gpu else CPU_WARMUP_HW
-            else:
-                hw = (int(warmup[0]), int(warmup[1]))  # type: ignore[index]
-            self.warm_up(hw)
+            log.debug("model card of %s has no training ranges; OOD check off", self.path.name)
 
     def _choose_precision(self, path: Path, precision: str | None, provider: str) -> Path:
         """The file to load for ``precision``; sets ``precision`` and ``precision_reason``."""

@@ -160,6 +160,28 @@ class OnnxSession:
         self.scale: int | None = None
         self._binding: Any = None
         self._bound_shape: tuple[int, ...] | None = None
+        plans = self._plan_providers(provider, fp16, threads, opt_hw, max_hw, cache_dir)
+        self.session, self.plan, self.model_description = self._first_working(
+            plans, threads, explicit=prov.resolve_provider(provider) != "auto"
+        )
+        self.provider = self.plan.primary
+        self.fp16 = self.plan.fp16
+        self._read_signature()
+        # where the I/O-bound buffers live: on the GPU for CUDA and TensorRT, else no binding
+        self.bind_device: str | None = "cuda" if self.plan.on_gpu else None
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _plan_providers(
+        self,
+        provider: str,
+        fp16: bool | None,
+        threads: int | None,
+        opt_hw: tuple[int, int],
+        max_hw: tuple[int, int],
+        cache_dir: Path | None,
+    ) -> list[prov.ProviderPlan]:
+        """The execution providers to try, best first (see `OnnxSession`'s parameters)."""
         available = prov.available_providers()
         # The input name is needed for TensorRT's shape profile; read it from a CPU session
         # only when TensorRT is in play (the CPU session also validates the model early).
@@ -174,7 +196,7 @@ class OnnxSession:
             if provider == "auto" and not _tensorrt_loadable():
                 log.debug("TensorRT libraries not found; skipping the TensorRT provider")
                 available = [p for p in available if p != prov.TENSORRT]
-        plans = prov.plan_providers(
+        return prov.plan_providers(
             provider,
             available,
             fp16=fp16,
@@ -182,13 +204,12 @@ class OnnxSession:
             opt_hw=opt_hw,
             max_hw=max_hw,
             cache_dir=cache_dir,
-            device_id=device_id,
+            device_id=self.device_id,
         )
-        self.session, self.plan, self.model_description = self._first_working(
-            plans, threads, explicit=prov.resolve_provider(provider) != "auto"
-        )
-        self.provider = self.plan.primary
-        self.fp16 = self.plan.fp16
+
+    def _read_signature(self) -> None:
+        """Check the session's inputs and outputs and keep their names, channels, static
+        sizes and dtypes."""
         inp = self.session.get_inputs()
         out = self.session.get_outputs()
         if len(inp) != 1 or len(out) < 1:
@@ -206,16 +227,7 @@ class OnnxSession:
             )
         check_model_input(self.path.name, inp[0].type, shape)
         self.in_channels = shape[1] if isinstance(shape[1], int) else None
-        if self.in_channels is not None and self.in_channels != self.expected_channels:
-            what = (
-                "one SIM group of 3 angles x 3 phases"
-                if self.expected_channels == GROUP_CHANNELS
-                else "a SIM group and its 4-channel Wiener prior"
-            )
-            raise MLSimError(
-                f"model {self.path.name} takes {self.in_channels} input channels; expected "
-                f"{self.expected_channels} ({what})"
-            )
+        self._check_channels()
         out_shape = list(out[0].shape)
         self.out_channels = (
             out_shape[1] if len(out_shape) == 4 and isinstance(out_shape[1], int) else None
@@ -226,12 +238,22 @@ class OnnxSession:
             if len(out_shape) == 4 and all(isinstance(d, int) for d in out_shape[2:])
             else None
         )
-        # where the I/O-bound buffers live: on the GPU for CUDA and TensorRT, else no binding
-        self.bind_device: str | None = "cuda" if self.plan.on_gpu else None
         self._in_dtype = np.float16 if "float16" in inp[0].type else np.float32
         self._out_dtype = np.float16 if "float16" in out[0].type else np.float32
 
-    # -- construction -------------------------------------------------------------------------
+    def _check_channels(self) -> None:
+        """Refuse a model whose fixed input channels are not the ones expected."""
+        if self.in_channels is None or self.in_channels == self.expected_channels:
+            return
+        what = (
+            "one SIM group of 3 angles x 3 phases"
+            if self.expected_channels == GROUP_CHANNELS
+            else "a SIM group and its 4-channel Wiener prior"
+        )
+        raise MLSimError(
+            f"model {self.path.name} takes {self.in_channels} input channels; expected "
+            f"{self.expected_channels} ({what})"
+        )
 
     def _create(
         self, model: str | bytes, providers: list[tuple[str, dict[str, Any]]], threads: int | None
