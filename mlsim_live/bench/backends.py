@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,7 @@ def _bench_model_backend(
         times = time_calls(
             lambda: recon.reconstruct(group), config.repeats, config.max_time_s, warmup=0
         )
+    peak: float | None
     if on_gpu and gpu["device_mb"] is not None:
         peak, kind = gpu["device_mb"], "gpu_device"
     else:
@@ -257,7 +259,7 @@ def _bench_wiener(
     for backend in wanted:
         run, note = runners[backend]
         with PeakMemory() as mem:
-            times = time_calls(lambda run=run: run(group), config.repeats, config.max_time_s)
+            times = time_calls(partial(run, group), config.repeats, config.max_time_s)
         row = _row("wiener", backend, "numpy", "fp32/fp64", times, 0.0, mem.mb, mem.kind)
         row.note = note
         rows.append(row)

@@ -130,9 +130,10 @@ def prepare_models(
 
         torch.manual_seed(seed)
         module = build_model(name).eval()
-        onnx_path = tmpdir / f"{name}_random.onnx"
+        onnx_file = tmpdir / f"{name}_random.onnx"
+        onnx_path: Path | None = onnx_file
         try:
-            export_random_onnx(module, onnx_path)
+            export_random_onnx(module, onnx_file)
         except MLSimError as exc:
             skipped.append({"model": name, "backend": "ort-*", "reason": str(exc)})
             onnx_path = None

@@ -118,6 +118,7 @@ def peak_gflops(precision: str, threads: int, n: int = PROBE_SIZE) -> float | No
     except ImportError:
         return None
     rng = np.random.default_rng(0)
+    a: np.ndarray
     if precision == "fp32":
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
