@@ -273,3 +273,34 @@ def test_wiener_rcan_two_stages_match_one_stage():
         images.append([r.sr for r in sink.results])
     for a, b in zip(*images, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(np.abs(a).max()))
+
+
+def test_bench_live_runs_both_modes_in_one_run(tmp_path, capsys):
+    import json
+
+    from mlsim_live import paths
+    from mlsim_live.cli import main
+
+    if not paths.has_model("rcan"):
+        pytest.skip("the shipped rcan model is not installed")
+    out = tmp_path / "live.json"
+    args = ["bench", "--live", "--method", "rcan", "--size", "32", "--groups", "3"]
+    args += ["--policy", "all", "--frame-ms", "1", "--stages", "1,2", "--json", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert [row["stages"] for row in report["rows"]] == [1, 2] and report["stages"] == 2
+    for row in report["rows"]:
+        assert row["groups_reconstructed"] == 3 and row["errors"] == 0
+        assert set(row["over_first"]) == {"sr_groups_per_s", "latency_p50", "latency_p95"}
+    assert report["rows"][0]["over_first"]["sr_groups_per_s"] == 1.0
+    assert report["sr_groups_per_s"] == report["rows"][1]["sr_groups_per_s"]
+
+
+def test_bench_live_refuses_two_stages_for_a_method_without_them(capsys):
+    from mlsim_live.cli import main
+
+    args = ["bench", "--live", "--method", "widefield", "--size", "32", "--groups", "2"]
+    assert main([*args, "--stages", "2"]) == 2
+    assert "no prepare/finish stages" in capsys.readouterr().err
+    assert main([*args, "--stages", "3"]) == 2
+    assert "expected 1, 2 or a list such as 1,2" in capsys.readouterr().err

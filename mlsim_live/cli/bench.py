@@ -20,6 +20,13 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _stages(text: str) -> tuple[int, ...]:
+    parts = _csv(text)
+    if not parts or any(part not in ("1", "2") for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1, 2 or a list such as 1,2")
+    return tuple(int(part) for part in parts)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     p = sub.add_parser(
@@ -89,6 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--groups", type=int, default=30, help="groups for --live (default 30)")
     live.add_argument("--frame-ms", type=float, default=10.0, help="camera frame period")
     live.add_argument("--policy", default="latest", choices=("latest", "all"))
+    live.add_argument(
+        "--stages",
+        type=_stages,
+        default=None,
+        help="worker modes for --live, one run each, e.g. 1,2: 1 = one thread, 2 = the next "
+        "group prepared (Wiener prior) beside inference (default: the live default, 2 when the "
+        "method has the stages)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
@@ -133,7 +148,13 @@ def _run_live(args: argparse.Namespace) -> int:
     model = args.model if args.method in LEARNED_METHODS else None
     reconstructor = make_stream_reconstructor(args.method, model=model, precision=args.precision)
     report = run_benchmark(
-        reconstructor, args.size, args.groups, args.frame_ms, args.policy, seed=args.seed
+        reconstructor,
+        args.size,
+        args.groups,
+        args.frame_ms,
+        args.policy,
+        seed=args.seed,
+        stages=args.stages or (None,),
     )
     print(json.dumps(report, indent=2))
     if args.json is not None:
