@@ -91,3 +91,31 @@ def test_trust_overlay_toggles_and_shows_flagged_pixels(qtbot, group_with_fake) 
         assert window.displayed_trust() is None and not trust.enabled
     finally:
         trust.close()
+
+
+@pytest.mark.qt
+def test_a_runs_own_trust_sink_keeps_mapping_whatever_the_overlay(qtbot) -> None:
+    """With --trust the run's sink writes every map it makes: the viewer shows them but its
+    overlay switch does not turn the mapping off."""
+    from mlsim_live.trust.sink import TrustSink
+    from mlsim_live.viewer import SIMViewer, ViewerSink
+
+    window = SIMViewer(ViewerSink(), status_interval_ms=50)
+    qtbot.addWidget(window)
+    trust = TrustSink(every=False)
+    try:
+        window.attach_trust(trust, controls=False)
+        assert trust.enabled and trust.on_map is not None
+        window.set_trust_overlay(True)
+        window.set_trust_overlay(False)
+        assert trust.enabled
+        own = TrustSink(every=False)
+        try:
+            window.attach_trust(own)  # the viewer's own sink maps only while the overlay is on
+            assert not own.enabled
+            window.set_trust_overlay(True)
+            assert own.enabled
+        finally:
+            own.close()
+    finally:
+        trust.close()

@@ -48,6 +48,8 @@ def run_acquisition_with_viewer(
         simulated=run.processor.pipeline.simulated,
         screenshot=screenshot,
         overwrite=overwrite,
+        optics=run.processor.optics,
+        trust_sink=run.processor.trust_sink,
     )
 
 
@@ -70,4 +72,6 @@ def run_replay_with_viewer(
         title=f"mlsim-live replay: {replay_run.name}",
         screenshot=screenshot,
         overwrite=overwrite,
+        optics=replay_run.optics,
+        trust_sink=replay_run.trust_sink,
     )

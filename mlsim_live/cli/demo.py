@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated sample and noise")
     p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
     p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also map the newest reconstruction's trust (on its own low-priority thread, never "
+        "delaying reconstruction or acquisition) into <name>_trust.tif, .png and .json beside "
+        "the SR file; the summary gains trust_flagged_fraction",
+    )
     p.set_defaults(func=run)
 
 
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         sample=args.sample,
         seed=args.seed,
+        trust=args.trust,
     )
     if args.engine == "pymmcore-plus":
         from mlsim_live.live.plus_demo import PlusDemoRun

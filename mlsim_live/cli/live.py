@@ -80,6 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--headless", action="store_true", help="no viewer")
     p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
     p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also map the newest reconstruction's trust (on its own low-priority thread, never "
+        "delaying reconstruction or acquisition) into <name>_trust.tif, .png and .json beside "
+        "the SR file; the summary gains trust_flagged_fraction",
+    )
     p.set_defaults(func=run)
 
 
@@ -205,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         pixel_size_um=args.pixel_size_um,
         optics=optics,
         frame_shape=frame_shape,
+        trust=args.trust,
     )
     acquisition: Any
     if args.engine == "pymmcore-plus":

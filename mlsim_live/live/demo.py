@@ -148,6 +148,10 @@ class DemoSettings(AcquisitionSettings):
         Simulated sample kind.
     seed : int
         Seed of the simulated sample and noise.
+    trust : bool
+        Also map the newest reconstruction's trust on its own low-priority thread (see
+        `SIMProcessor`): ``<name>_trust.tif``, ``.png`` and ``.json`` beside the SR file, and
+        ``trust_flagged_fraction`` in the summary.
 
     The acquisition fields keep their meaning with demo defaults: ``groups`` 20, ``exposure_ms``
     10 (required: it is set on the DemoCamera), ``name`` ``"demo"``, and ``pattern_group`` the
@@ -165,6 +169,7 @@ class DemoSettings(AcquisitionSettings):
     policy: str = "latest"
     sample: str = "mixture"
     seed: int = 0
+    trust: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -274,6 +279,7 @@ class DemoRun:
             simulated=True,
             optics=self.optics.params.optics,
             frame_shape=(settings.size, settings.size),
+            trust=settings.trust,
         )
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsim_live.constants import LEARNED_METHODS
 from mlsim_live.errors import MLSimError
@@ -21,6 +21,9 @@ from mlsim_live.live.sinks import Sink
 from mlsim_live.live.stats import Figures, RunStats, RunSummary, StatsSection
 from mlsim_live.recon.base import GROUP_SIZE, Reconstructor, warm_up
 from mlsim_live.replay.sources import FrameSource, describe, open_source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlsim_live.sim.optics import Optics
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +335,13 @@ class ReplayRun:
             self.name = s.name or self.source.name
             outputs = RunOutputs(s.out, self.name, s.overwrite)
             self.sr_path, self.summary_path = outputs.sr_path, outputs.summary_path
-            self.trust_sink = _trust_sink(s, self.source, self.name) if s.trust else None
+            #: The optics the replay knows (options, else the recording's; None: estimated).
+            self.optics = _resolved_optics(s, self.source)
+            self.trust_sink = _trust_sink(s, self.optics, self.name) if s.trust else None
             if self.trust_sink is not None:
                 sinks = [*sinks, self.trust_sink]
             if reconstructor is None:
-                reconstructor = _make_reconstructor(s, self.source)
+                reconstructor = _make_reconstructor(s, self.optics)
             warm_up(reconstructor, self.source.frame_shape)
             self.pipeline = Pipeline(
                 reconstructor,
@@ -503,21 +508,24 @@ class ReplayFigures:
         }
 
 
-def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Reconstructor:
-    """Build the reconstructor of ``settings`` with the optics of options and recording.
-
-    The one rule of `mlsim_live.sim.optics.resolve_optics`: each value from the option, else
-    from the recording (the demo tags its simulated optics; the pixel size of the source
-    already honours the option).
-    """
-    from mlsim_live.recon import default_method, make_stream_reconstructor
+def _resolved_optics(settings: ReplaySettings, source: FrameSource) -> Optics | None:
+    """The optics of options and recording, by the one rule of
+    `mlsim_live.sim.optics.resolve_optics`: each value from the option, else from the
+    recording (the demo tags its simulated optics; the pixel size of the source already
+    honours the option)."""
     from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
     options = OpticsValues(settings.na, settings.wavelength_nm, settings.pixel_size_um)
     recording = OpticsValues(
         getattr(source, "na", None), getattr(source, "wavelength_nm", None), source.pixel_size_um
     )
-    optics = resolve_optics(options, recording, where=str(source.path))
+    return resolve_optics(options, recording, where=str(source.path))
+
+
+def _make_reconstructor(settings: ReplaySettings, optics: Optics | None) -> Reconstructor:
+    """Build the reconstructor of ``settings`` with the run's optics."""
+    from mlsim_live.recon import default_method, make_stream_reconstructor
+
     method = default_method(settings.method, settings.model)
     model = settings.model if method in LEARNED_METHODS else None
     return make_stream_reconstructor(
@@ -525,21 +533,15 @@ def _make_reconstructor(settings: ReplaySettings, source: FrameSource) -> Recons
     )
 
 
-def _trust_sink(settings: ReplaySettings, source: FrameSource, name: str) -> Any:
-    """The sink that maps every group's trust into ``<name>_trust.*`` (optics by the one
-    rule, as the reconstructor's)."""
+def _trust_sink(settings: ReplaySettings, optics: Optics | None, name: str) -> Any:
+    """The sink that maps every group's trust into ``<name>_trust.*`` (with the optics of the
+    reconstructor)."""
     from mlsim_live.live.writer import check_outputs_free
-    from mlsim_live.sim.optics import OpticsValues, resolve_optics
     from mlsim_live.trust.output import TrustPaths
     from mlsim_live.trust.sink import TrustSink
 
     paths = TrustPaths.beside(settings.out, name)
     check_outputs_free(paths.all(), settings.overwrite)
-    options = OpticsValues(settings.na, settings.wavelength_nm, settings.pixel_size_um)
-    recording = OpticsValues(
-        getattr(source, "na", None), getattr(source, "wavelength_nm", None), source.pixel_size_um
-    )
-    optics = resolve_optics(options, recording, where=str(source.path))
     return TrustSink(
         optics,
         every=True,

@@ -256,6 +256,8 @@ def run_with_viewer(
     title: str = "mlsim-live",
     screenshot: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    optics: Any = None,
+    trust_sink: Any = None,
 ) -> T:
     """Run ``job`` (an acquisition or a replay) on a thread while the viewer owns the main thread.
 
@@ -275,14 +277,23 @@ def run_with_viewer(
         As for `open_viewer`.
     screenshot, overwrite
         As for `run_viewer`.
+    optics : Optics, optional
+        The optics the run knows (NA, wavelength, pixel size), for the trust overlay's pattern
+        estimate; None: estimated from the data.
+    trust_sink : TrustSink, optional
+        The run's own trust sink (``--trust``): the overlay shows its maps. Without one the
+        viewer adds its own, which maps the newest group only while the overlay is on.
     """
     window, sink = open_viewer(stats_fn=stats_fn, on_close=stop, simulated=simulated, title=title)
     add_sink(sink)
-    from mlsim_live.trust.sink import TrustSink
+    if trust_sink is not None:
+        window.attach_trust(trust_sink, controls=False)
+    else:
+        from mlsim_live.trust.sink import TrustSink
 
-    trust = TrustSink(every=False)  # maps only while the overlay is on (key T)
-    window.attach_trust(trust)
-    add_sink(trust)
+        own = TrustSink(optics, every=False)  # maps only while the overlay is on (key T)
+        window.attach_trust(own)
+        add_sink(own)
     outcome: dict[str, Any] = {}
 
     def work() -> None:

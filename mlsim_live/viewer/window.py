@@ -98,6 +98,7 @@ class SIMViewer(QtWidgets.QMainWindow):
         self._display_failed = False
         self._trust_on = False
         self._trust_sink: Any = None
+        self._trust_controls = True
         self._trust_newest = NewestTrust()
         self._trust: TrustMap | None = None
         self._build_ui()
@@ -350,11 +351,14 @@ class SIMViewer(QtWidgets.QMainWindow):
         raise MLSimError(f"unknown panel {name!r}; expected 'left' or 'sr'")
 
     # -- trust overlay -----------------------------------------------------------------------
-    def attach_trust(self, sink: Any) -> None:
+    def attach_trust(self, sink: Any, controls: bool = True) -> None:
         """Show the maps of ``sink`` (a `mlsim_live.trust.sink.TrustSink` the pipeline feeds)
-        as the trust overlay; the sink maps only while the overlay is on."""
+        as the trust overlay. ``controls``: the sink maps only while the overlay is on (the
+        viewer's own sink); False: it maps regardless (a run's sink that writes the maps)."""
         self._trust_sink = sink
-        sink.enabled = self._trust_on
+        self._trust_controls = controls
+        if controls:
+            sink.enabled = self._trust_on
         sink.on_map = self._on_trust_map
 
     def _on_trust_map(self, index: int, key: Mapping[str, Any], result: Any) -> None:
@@ -380,7 +384,7 @@ class SIMViewer(QtWidgets.QMainWindow):
         """Show the trust overlay on the SR image (True) or hide it; the trust thread maps
         groups only while it is on."""
         self._trust_on = bool(on)
-        if self._trust_sink is not None:
+        if self._trust_sink is not None and self._trust_controls:
             self._trust_sink.enabled = self._trust_on
         self.trust_box.blockSignals(True)
         self.trust_box.setChecked(self._trust_on)
