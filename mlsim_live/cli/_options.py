@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def check_optics(args: argparse.Namespace) -> None:
         raise MLSimError(f"--offset {args.offset}; expected a finite number of ADU")
 
 
-def interrupted_exit(summary: dict[str, Any], command: str) -> int:
+def interrupted_exit(summary: Mapping[str, Any], command: str) -> int:
     """0, or after an interrupt one line on stderr and the signal's exit code (130, 143)."""
     from mlsim_live.cli import _signals
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
-def print_summary(summary: dict[str, Any], kind: str = "SIM acquisition") -> None:
+def print_summary(summary: Mapping[str, Any], kind: str = "SIM acquisition") -> None:
     """Print the counts, latency and throughput, and the output files of a live-path run.
 
     ``kind`` names the run (e.g. ``"SIM acquisition"``, ``"replay"``); data from simulated

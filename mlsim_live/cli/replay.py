@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from mlsim_live.cli._options import add_method_option
 from mlsim_live.constants import ORDERS
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         trust=args.trust,
     )
     replay_run = ReplayRun(settings)
+    summary: Mapping[str, Any]
     if show:
         summary = run_replay_with_viewer(replay_run, args.screenshot, args.overwrite)
     else:

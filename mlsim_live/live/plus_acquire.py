@@ -141,11 +141,13 @@ class UnboundedSIMEvents:
         for t in itertools.count():
             for c, channel in enumerate(channels):
                 start = t * self.interval_s if c == 0 and self.interval_s > 0 else None
-                yield useq.MDAEvent(
-                    index={"t": t, CHANNEL_INDEX: c},
-                    channel=channel,
-                    exposure=self.exposure_ms,
-                    min_start_time=start,
+                yield useq.MDAEvent.model_validate(
+                    {
+                        "index": {"t": t, CHANNEL_INDEX: c},
+                        "channel": channel,
+                        "exposure": self.exposure_ms,
+                        "min_start_time": start,
+                    }
                 )
 
 

@@ -31,6 +31,7 @@ reconstructed (counted in ``frames_not_relayed``), never waited for.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import queue
 import threading
@@ -109,13 +110,15 @@ def sim_sequence(
     import useq
 
     return useq.MDASequence(
-        axis_order="tpgcz",
-        time_plan={"interval": float(interval_s), "loops": int(groups)},
-        channels=sim_channels(pattern_group, exposure_ms),
+        axis_order=tuple("tpgcz"),
+        time_plan=useq.TIntervalLoops(
+            interval=datetime.timedelta(seconds=float(interval_s)), loops=int(groups)
+        ),
+        channels=tuple(sim_channels(pattern_group, exposure_ms)),
     )
 
 
-def sim_channels(pattern_group: str = PATTERN_GROUP, exposure_ms: float | None = None) -> list:
+def sim_channels(pattern_group: str = PATTERN_GROUP, exposure_ms: float | None = None) -> list[Any]:
     """The 9 ``useq.Channel`` pattern presets of ``pattern_group``, angle-major."""
     import useq
 
@@ -271,18 +274,18 @@ class SIMFrameHandler:
                 )
             return
         nbytes = int(img.nbytes)
+        first_lost: bool | None = None  # None: relayed; else whether it is the first lost
         with self._lock:
             if self._closed or self._queued_bytes + nbytes > self.max_queued_bytes:
                 self._frames_not_relayed += 1
-                first = self._frames_not_relayed == 1
+                first_lost = self._frames_not_relayed == 1
                 closed = self._closed
             else:
                 self._queued_bytes += nbytes
                 self._queued_frames += 1
                 self._max_queued_frames = max(self._max_queued_frames, self._queued_frames)
-                first = None
-        if first is not None:
-            if first:
+        if first_lost is not None:
+            if first_lost:
                 log.error(
                     "frame %s not reconstructed: %s; the raw frame is saved",
                     dict(event.index),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,7 @@ def make_reconstructor(
     )
 
 
-def resolve_method(method: str, model: str | Path | None = None) -> str:
+def resolve_method(method: str, model: str | os.PathLike[str] | None = None) -> str:
     """``method``, except that ``rcan`` with a prior-fed model (its card says
     ``"prior": "wiener"``) is ``wiener-rcan``: the model decides what it needs."""
     name = str(method).lower()
@@ -133,7 +134,7 @@ def make_stream_reconstructor(method: str, **kw: Any) -> Reconstructor:
 
 
 def default_method(
-    method: str | None, model: str | Path | None = None, *, warn: bool = True
+    method: str | None, model: str | os.PathLike[str] | None = None, *, warn: bool = True
 ) -> str:
     """``method``, or when None: the learned method of the given model, else the default
     learned method (`DEFAULT_LEARNED_METHOD`) when its model is installed, else ``wiener``.
