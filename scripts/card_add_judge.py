@@ -38,8 +38,8 @@ def judge_entry(judge: dict[str, Any], command: str) -> dict[str, Any]:
                 ],
                 "below_widefield": [bool(r.get("below_widefield")) for r in ladder],
             }
-            if "fallback_rungs" in result:
-                entry["fallback_rungs"] = result["fallback_rungs"]
+            if result.get("fallback"):
+                entry["fallback"] = result["fallback"]
             beads = result.get("beads")
             if beads:
                 entry["beads"] = {
@@ -66,7 +66,7 @@ def main() -> None:
     if "inference" in previous:
         entry["inference"] = previous["inference"]
     card["real_data_judge"] = entry
-    write_json_atomic(args.card, card, overwrite=True, indent=1)
+    write_json_atomic(args.card, card, overwrite=True, indent=2)
 
 
 if __name__ == "__main__":
