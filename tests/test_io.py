@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from mlsim_live.io import (
     write_tiff_atomic,
     write_tiff_stack_atomic,
 )
+from mlsim_live.io.atomic import host_tag, remove_orphans, temp_path_for
 from mlsim_live.sim import Camera, Optics, Pattern, Signal, SIMParams, simulate_group
 
 SIZE = 64
@@ -197,6 +201,41 @@ def test_group_slices(tmp_path: Path, groups: np.ndarray) -> None:
         np.testing.assert_array_equal(stack.groups[0, 4], groups[0, 4])
         with pytest.raises(IndexError):
             stack.groups[3]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(0, 2), 4),  # frame 4 of groups 0 and 1 (the 4 went to the group axis)
+        (slice(1, 3), slice(0, 3), slice(2, 5)),
+        (slice(None, None, -1), 8, 0),
+        (slice(0, 3), [0, 8]),
+        ([2, 0],),
+        ([True, False, True], 1),
+        (-2, slice(3, 6), 7),
+        (Ellipsis, 3),
+        (slice(0, 2), Ellipsis, 5),
+        (),
+    ],
+)
+def test_group_array_indexes_like_numpy(tmp_path: Path, groups: np.ndarray, key: tuple) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), metadata=None)
+    with read_raw_stack(path) as stack:
+        got = stack.groups[key]
+    assert got.shape == groups[key].shape
+    np.testing.assert_array_equal(got, groups[key])
+
+
+def test_group_array_refuses_indices_numpy_would_refuse(tmp_path: Path, groups: np.ndarray) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, groups.reshape(-1, SIZE, SIZE), metadata=None)
+    with read_raw_stack(path) as stack:
+        for bad in ([0, 3], [-4], [True, False], 1.5, [[0, 1]]):
+            with pytest.raises(IndexError):
+                stack.groups[bad]
+        with pytest.raises(IndexError):
+            stack.groups[0:2, 9]
 
 
 # ------------------------------------------------------------------------------- pixel size
@@ -505,3 +544,54 @@ def test_write_json_atomic(tmp_path: Path) -> None:
     write_json_atomic(path, {"x": 2}, overwrite=True)
     assert json.loads(path.read_text()) == {"x": 2}
     assert no_temp_files(tmp_path)
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+def test_temporary_names_carry_machine_and_process(tmp_path: Path) -> None:
+    temp = temp_path_for(tmp_path / "a_sr.tif")
+    assert temp.parent == tmp_path
+    assert temp.name.startswith(f".a_sr.tif.{host_tag()}-{os.getpid()}-")
+    assert temp.name.endswith(".tmp")
+
+
+def test_orphans_of_dead_processes_are_removed_whatever_their_name(tmp_path: Path, caplog) -> None:
+    dead, alive, here = dead_pid(), os.getpid(), host_tag()
+    other_host = "0" * 6 if here != "0" * 6 else "1" * 6
+    files = {
+        "killed_other_name": f".demo_3_sr.tif.{here}-{dead}-0123abcd.tmp",
+        "killed_same_name": f".demo_4_sr.tif.{here}-{dead}-0123abcd.tmp",
+        "running": f".demo_2_sr.tif.{here}-{alive}-0123abcd.tmp",
+        "other_machine": f".demo_1_sr.tif.{other_host}-{dead}-0123abcd.tmp",
+        "old_pid_only": f".old_sr.tif.{dead}-0123abcd.tmp",
+        "old_no_pid": ".old_summary.json.0123abcdef.tmp",
+        "not_ours": ".demo_3_sr.tif.swp",
+    }
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"x")
+
+    def left() -> set[str]:
+        return {k for k, name in files.items() if (tmp_path / name).exists()}
+
+    # by name only: the named output's orphan goes, another name's stays
+    assert remove_orphans(tmp_path, ["demo_4_sr.tif"]) == [tmp_path / files["killed_same_name"]]
+    assert "killed_other_name" in left()
+    with caplog.at_level(logging.WARNING, logger="mlsim_live.io"):
+        removed = remove_orphans(tmp_path, ["demo_5_sr.tif"], any_name=True)
+    assert removed == [tmp_path / files["killed_other_name"]]
+    assert "removed 1 temporary file(s) left by an interrupted run" in caplog.text
+    # a running process, another machine, earlier versions' names not asked for, other files
+    assert left() == {"running", "other_machine", "old_pid_only", "old_no_pid", "not_ours"}
+    # earlier versions' names go when their output is named
+    removed = remove_orphans(tmp_path, ["old_sr.tif", "old_summary.json"], any_name=True)
+    assert sorted(removed) == sorted(tmp_path / files[k] for k in ("old_pid_only", "old_no_pid"))
+    assert left() == {"running", "other_machine", "not_ours"}

@@ -120,3 +120,50 @@ def test_polling_the_running_summary_is_cheap(fake_reconstructor):
         assert proc.summary["groups_reconstructed"] == 2
     assert proc.pipeline.latency.computations == computed
     proc.close()
+
+
+KILLED_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+from mlsim_live.live.processor import SIMProcessor
+
+proc = SIMProcessor(method="widefield", policy="all", out=sys.argv[1], name="demo_1")
+rng = np.random.default_rng(0)
+for i in range(9):
+    frame = rng.integers(100, 200, (32, 32), dtype=np.uint16)
+    proc(frame, {"Axes": {"time": 0, "angle": i // 3, "phase": i % 3}})
+deadline = time.monotonic() + 60
+while not any(p.stat().st_size for p in Path(sys.argv[1]).glob(".demo_1_sr.tif.*.tmp")):
+    assert time.monotonic() < deadline and not proc.stats.run.errors, "no SR page in 60 s"
+    time.sleep(0.02)
+os.kill(os.getpid(), signal.SIGKILL)  # killed mid-run: the hidden SR file stays behind
+"""
+
+
+def test_a_new_run_removes_the_orphans_of_killed_runs_of_other_names(
+    tmp_path, fake_reconstructor, caplog
+):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(tmp_path)], env=env, capture_output=True, timeout=120
+    )
+    assert killed.returncode == -9, killed.stderr
+    (orphan,) = hidden(tmp_path)
+    assert orphan.name.startswith(".demo_1_sr.tif.")
+    assert not (tmp_path / "demo_1_sr.tif").exists()
+
+    with caplog.at_level("WARNING", logger="mlsim_live.io"):
+        proc = SIMProcessor(
+            reconstructor=fake_reconstructor(), policy="all", out=tmp_path, name="demo_2"
+        )
+        assert hidden(tmp_path) == []  # the orphan went at start, before the first frame
+    assert f"removed 1 temporary file(s) left by an interrupted run in {tmp_path}" in caplog.text
+    push_groups(proc, range(1))
+    summary = proc.close()
+    assert summary["sr_file"] == str(tmp_path / "demo_2_sr.tif")
+    assert hidden(tmp_path) == []

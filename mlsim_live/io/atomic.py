@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -20,17 +22,28 @@ log = logging.getLogger(__name__)
 TEMP_SUFFIX = ".tmp"
 
 
-# ``.<name>.<pid>-<hex>.tmp`` (and ``.<name>.<hex>.tmp`` from earlier versions).
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8,12}\.tmp$")
+# ``.<name>.<host>-<pid>-<hex>.tmp`` (and ``.<name>.<pid>-<hex>.tmp``, ``.<name>.<hex>.tmp``
+# from earlier versions).
+_TEMP_NAME = re.compile(
+    r"^\.(?P<name>.+)\.(?:(?:(?P<host>[0-9a-f]{6})-)?(?P<pid>\d+)-)?[0-9a-f]{8,12}\.tmp$"
+)
+
+
+def host_tag() -> str:
+    """Six hex digits naming this machine in temporary file names (a process id means
+    nothing on another machine sharing the folder)."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8")).hexdigest()[:6]
 
 
 def temp_path_for(path: Path) -> Path:
     """Return a fresh hidden temporary path beside ``path`` (same folder, same file system).
 
-    The name holds the writing process's id, so a later run can tell the temporary file of a
-    killed run (an orphan, see `remove_orphans`) from that of a run still writing.
+    The name holds the machine and the writing process's id, so a later run can tell the
+    temporary file of a killed run (an orphan, see `remove_orphans`) from that of a run still
+    writing.
     """
-    return path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+    tag = f"{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.parent / f".{path.name}.{tag}{TEMP_SUFFIX}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -45,11 +58,32 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_orphans(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
-    """Remove the temporary files that killed runs left for the outputs ``names`` in ``folder``.
+def _is_orphan(match: re.Match[str], named: bool) -> bool:
+    """Whether the temporary file ``match`` describes was left by a process that is gone.
 
-    A temporary file is an orphan when the process that wrote it is gone (or, for names from
-    earlier versions without a process id, always). Each removal is logged in one line.
+    Files of another machine are never orphans here (their process cannot be looked up).
+    Without a machine tag (earlier versions) the process id is taken as this machine's, and
+    without a process id either, the file is an orphan only for an output asked for by name.
+    """
+    if match["host"] is not None and match["host"] != host_tag():
+        return False
+    if match["pid"] is None:
+        return named
+    if match["host"] is None and not named:
+        return False
+    return not _process_alive(int(match["pid"]))
+
+
+def remove_orphans(
+    folder: str | os.PathLike[str], names: Iterable[str] = (), *, any_name: bool = False
+) -> list[Path]:
+    """Remove the temporary files that killed runs left in ``folder``.
+
+    A temporary file is an orphan when the process on this machine that wrote it is gone (or,
+    for the outputs ``names``, when it comes from an earlier version without a process id).
+    With ``any_name``, orphans of every output are removed, not only those of ``names``: a
+    killed run of another name (``demo_3`` when this run writes ``demo_4``) leaves nothing
+    behind either. Each removal is logged in one line.
 
     Returns
     -------
@@ -65,9 +99,9 @@ def remove_orphans(folder: str | os.PathLike[str], names: Iterable[str]) -> list
         return removed
     for entry in entries:
         match = _TEMP_NAME.match(entry)
-        if match is None or match["name"] not in wanted:
+        if match is None or not (any_name or match["name"] in wanted):
             continue
-        if match["pid"] is not None and _process_alive(int(match["pid"])):
+        if not _is_orphan(match, named=match["name"] in wanted):
             continue
         with contextlib.suppress(FileNotFoundError):
             (folder / entry).unlink()

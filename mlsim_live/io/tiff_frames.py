@@ -113,8 +113,10 @@ def _frame_list(frames: np.ndarray) -> str:
 class GroupArray:
     """Lazy, read-only ``(T, 9, H, W)`` view of the raw frames in a file, angle-major.
 
-    Indexing reads only the frames asked for: ``groups[t]`` is one ``(9, H, W)`` group,
-    ``groups[a:b]`` a ``(b - a, 9, H, W)`` array. ``np.asarray(groups)`` reads everything.
+    Indexing reads only the groups asked for, then indexes like numpy: ``groups[t]`` is one
+    ``(9, H, W)`` group, ``groups[a:b]`` a ``(b - a, 9, H, W)`` array, ``groups[a:b, k]`` frame
+    ``k`` of each of those groups, ``groups[[0, 2]]`` or a boolean mask over the groups picks
+    groups. ``np.asarray(groups)`` reads everything.
     """
 
     def __init__(
@@ -141,20 +143,45 @@ class GroupArray:
     def __getitem__(self, key: Any) -> np.ndarray:
         rest: tuple[Any, ...] = ()
         if isinstance(key, tuple):
-            key, rest = key[0], key[1:]
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if key is Ellipsis:  # the other indices count from the last axis: read every group
+            everything = (Ellipsis, *rest)
+            return self[:][everything]
         if isinstance(key, (int, np.integer)):
-            t = int(key)
-            if t < 0:
-                t += len(self)
-            if not 0 <= t < len(self):
-                raise IndexError(f"group {key} out of range for {len(self)} groups")
-            out = self._read(self._frame_index[t])
-        else:
-            ts = range(len(self))[key]
-            out = np.empty((len(ts), *self.shape[1:]), self.dtype)
-            for i, t in enumerate(ts):
-                out[i] = self._read(self._frame_index[t])
-        return out[rest] if rest else out
+            out = self._read(self._frame_index[self._group_number(int(key))])
+            return out[rest] if rest else out  # the group axis is gone: rest starts at frames
+        ts = self._group_numbers(key)
+        out = np.empty((len(ts), *self.shape[1:]), self.dtype)
+        for i, t in enumerate(ts):
+            out[i] = self._read(self._frame_index[t])
+        after_groups = (slice(None), *rest)  # rest indexes the axes after the groups
+        return out[after_groups]
+
+    def _group_number(self, t: int) -> int:
+        """Group ``t`` (negative: from the end) as an index in ``range(T)``."""
+        n = len(self)
+        if not -n <= t < n:
+            raise IndexError(f"group {t} out of range for {n} groups")
+        return t % n
+
+    def _group_numbers(self, key: Any) -> list[int]:
+        """The groups a slice, a sequence of group numbers or a boolean mask selects."""
+        if isinstance(key, slice):
+            return list(range(len(self))[key])
+        picks = np.asarray(key)
+        if picks.dtype == bool:
+            if picks.shape != (len(self),):
+                raise IndexError(
+                    f"boolean index of shape {picks.shape} for {len(self)} groups; "
+                    f"expected shape ({len(self)},)"
+                )
+            return [int(t) for t in np.flatnonzero(picks)]
+        if picks.ndim != 1 or not np.issubdtype(picks.dtype, np.integer):
+            raise IndexError(
+                f"group index {key!r}; expected an int, a slice, a 1-D sequence of ints or a "
+                "boolean mask"
+            )
+        return [self._group_number(int(t)) for t in picks]
 
     def _read(self, frames: np.ndarray) -> np.ndarray:
         return self._reader.read(frames).astype(self.dtype, copy=False)

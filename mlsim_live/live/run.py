@@ -8,7 +8,7 @@ The one output rule for the SR file: it is written, one page per group as result
 hidden temporary file beside the final path, and renamed into place when the run ends (also
 after Ctrl-C, a stop, or a sink failure such as a full disk), holding every group written in
 full. No torn or half-written file is ever found at the final path; a killed run leaves only the
-hidden file, which the next run writing the same outputs removes (and says so).
+hidden file, which the next run into the folder removes (and says so), whatever its name.
 """
 
 from __future__ import annotations
@@ -86,13 +86,15 @@ class RunOutputs:
     def open(self, also: Iterable[str] = ()) -> SRTiffWriter:
         """The sink that writes the SR file (to its hidden temporary path).
 
-        Temporary files that killed runs left for these outputs (and for the file names
-        ``also``) are removed first.
+        Temporary files that killed runs left in the folder are removed first: those of these
+        outputs (and of the file names ``also``), and those of any other output whose process
+        on this machine is gone (a killed ``demo_3`` when this run is ``demo_4``).
         """
         from mlsim_live.io.atomic import remove_orphans, temp_path_for
 
         if self.folder.is_dir():
-            remove_orphans(self.folder, [self.sr_path.name, self.summary_path.name, *also])
+            names = [self.sr_path.name, self.summary_path.name, *also]
+            remove_orphans(self.folder, names, any_name=True)
         self.writer = SRTiffWriter(temp_path_for(self.sr_path), overwrite=True)
         return self.writer
 
