@@ -34,6 +34,13 @@ def test_pure_modules_are_checked_strictly() -> None:
         assert not missing, f"strict override lacks {missing}"
 
 
+def test_no_module_is_exempt_from_mypy() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+    exempt = [o["module"] for o in config.get("overrides", []) if o.get("ignore_errors")]
+    assert not exempt, f"modules whose type errors mypy ignores: {exempt}"
+
+
 @pytest.mark.slow
 def test_mypy_finds_no_errors() -> None:
     pytest.importorskip("mypy")

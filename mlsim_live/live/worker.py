@@ -438,7 +438,8 @@ class ReconstructionWorker:
             self._count_error(ticket, group, "non-finite output", problem)
             return
         latency_ms = (time.perf_counter() - group.completed_perf) * 1e3
-        ood, reasons, ood_key = False, [], None
+        reasons: list[str] = []
+        ood, ood_key = False, None
         if self._ood is not None:
             ood, reasons, ood_key = self._ood.verdict  # the latest so far; this group is next
         with self._cond:
