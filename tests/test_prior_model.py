@@ -255,3 +255,30 @@ def test_low_signal_guard_can_be_turned_off_and_refuses_a_negative_threshold():
     assert model.low_signal_groups == 0
     with pytest.raises(MLSimError, match="min_fine_snr"):
         make_reconstructor("wiener-rcan", optics=OPTICS, min_fine_snr=-1.0)
+
+
+@pytest.mark.skipif(not _SHIPPED.is_file(), reason="the wiener-rcan model is not installed")
+def test_the_measurement_weighs_more_as_the_fine_structure_snr_grows():
+    from mlsim_live.recon.measure import fine_structure_snr
+
+    blended = make_reconstructor("wiener-rcan", optics=OPTICS)
+    network = make_reconstructor("wiener-rcan", optics=OPTICS, wiener_weight_snr=0.0)
+    assert blended.wiener_weight(3.0) == pytest.approx(0.5)
+    assert blended.wiener_weight(None) == 0.0 and blended.wiener_weight(-1.0) == 0.0
+    assert network.wiener_weight(100.0) == 0.0
+    weights = []
+    for photons in (100.0, 1000.0):
+        params = SIMParams(optics=OPTICS, signal=Signal(peak_photons=photons))
+        group = simulate_group(params, "filaments", 128, seed=2)
+        out = blended.reconstruct(group.raw)
+        est = blended.last_estimate
+        weight = blended.wiener_weight(
+            fine_structure_snr(group.raw, est.cutoff_cycles_per_px, est.background_adu)
+        )
+        wiener = WienerReconstructor(optics=OPTICS).reconstruct(group.raw)
+        expected = weight * wiener + (1 - weight) * network.reconstruct(group.raw)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3 * float(np.abs(out).max()))
+        weights.append(weight)
+    assert 0 < weights[0] < weights[1] and weights[1] > 0.8
+    with pytest.raises(MLSimError, match="wiener_weight_snr"):
+        make_reconstructor("wiener-rcan", optics=OPTICS, wiener_weight_snr=-1.0)
