@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Weight of the newest duration in the running estimates of each stage's time.
 _SMOOTHING = 0.3
 # Preparation starts this much earlier than the estimates say (relative, and seconds).
-_START_MARGIN = 0.25
+_START_MARGIN = 0.1
 _START_MARGIN_S = 0.002
 
 
