@@ -154,6 +154,8 @@ def test_cli_precision_refusal_is_one_line(tiny_prior_int8, tmp_path, capsys):
     if prec.int8_unsupported() is None:
         assert main([*args, "--out", str(tmp_path / "b"), "--precision", "int8"]) == 0
         assert "int8" in (tmp_path / "b" / "g_sr.json").read_text()
+    # the command's precision does not outlive it (a Python caller keeps its own default)
+    assert prec.default_precision() == prec.AUTO
 
 
 def test_flops_are_counted_from_the_graph(tmp_path):

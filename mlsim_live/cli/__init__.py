@@ -96,9 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(args.verbose, args.quiet)
     from mlsim_live.cli import _signals
-    from mlsim_live.engine.precision import AUTO, set_default_precision
+    from mlsim_live.engine.precision import AUTO, default_precision, set_default_precision
 
-    # every run starts from the command's own --precision (auto when it has none)
+    # the command runs with its own --precision (auto when it has none); the caller's default
+    # (a Python program that calls main) is restored afterwards
+    previous = default_precision()
     set_default_precision(getattr(args, "precision", None) or AUTO)
     try:
         with _signals.interrupts():
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = _signals.received() or "SIGINT"
         print(f"mlsim-live {args.command}: interrupted by {name}", file=sys.stderr)
         return _signals.exit_code()
+    finally:
+        set_default_precision(previous)
     return int(result or 0)
 
 
