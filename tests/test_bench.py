@@ -203,6 +203,16 @@ def test_exported_model_gets_pytorch_rows_from_its_card(tmp_path: Path) -> None:
     assert report["parity"] == []
 
 
+def test_a_preset_gets_onnx_rows_without_asking_for_pytorch_rows() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    report = run_bench(BenchConfig(size=32, repeats=1, models=("tiny",), backends=(ORT_CPU,)))
+    rows = report["results"]
+    assert rows and all(r["backend"] == ORT_CPU for r in rows)
+    assert all(r["model"].startswith("tiny") for r in rows)
+    assert "fp32" in {r["precision"] for r in rows}
+
+
 def test_cli_bench_live_path_counts_every_group(tmp_path, capsys):
     out = tmp_path / "live.json"
     args = ["bench", "--live", "--method", "widefield", "--size", "32", "--groups", "6"]

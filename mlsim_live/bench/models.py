@@ -116,7 +116,10 @@ def prepare_models(
             label = f"default ({path.name})" if name == "default" else path.name
             models.append(BenchModel(label, path, module, arch, note))
             continue
-        # a preset name: random weights, exported to a temporary ONNX file
+        # a preset name: random weights, exported to a temporary ONNX file (which needs torch
+        # even when no PyTorch row is asked for)
+        if torch is None:
+            torch = _import_torch()
         if torch is None:
             skipped.append(
                 {
