@@ -108,3 +108,17 @@ def test_fallback_groups_reach_the_run_summary_and_the_sidecar(tmp_path: Path) -
     assert json.loads((out / "cells_sr.json").read_text())["fallback_groups"] == 1
     assert main(["reconstruct", str(raw), "--out", str(tmp_path / "w"), "--method", "wiener"]) == 0
     assert "fallback_groups" not in json.loads((tmp_path / "w" / "cells_sr.json").read_text())
+
+
+def test_low_signal_groups_reach_the_run_summary(tmp_path: Path) -> None:
+    from mlsim_live.recon import make_reconstructor
+
+    rec = make_reconstructor("wiener-rcan", model=_identity_prior_model(tmp_path))
+    pipeline = Pipeline(rec, policy="all")
+    for t, group in enumerate(_groups()):  # a blank field, then filaments
+        for slot, frame in enumerate(group):
+            pipeline.push(frame, {"time": t, "angle": slot // 3, "phase": slot % 3})
+    summary = pipeline.close(timeout=120)
+    assert summary["groups_reconstructed"] == 2
+    assert summary["fallback_groups"] == 1 and summary["low_signal_groups"] == 1
+    assert "low_signal_groups" not in Pipeline(Plain()).close(timeout=10)

@@ -452,6 +452,7 @@ class Pipeline:
             pixel_size_um=self._worker.pixel_size_um,
             sr_groups_per_s=rate,
             fallback_groups=worker.fallback_groups,
+            low_signal_groups=worker.low_signal_groups,
             stages=worker.stages,
         )
 

@@ -69,6 +69,8 @@ class WorkerStats:
 
     ``ood_groups`` is None when the check is unavailable (a model without its card);
     ``fallback_groups`` is None unless the method reconstructs some groups another way;
+    ``low_signal_groups`` (of those, the groups given the widefield image for too little fine
+    structure above the noise, wiener-rcan) is None for methods without that guard;
     ``stages`` is 2 when the worker prepares one group while it infers the previous one.
     """
 
@@ -86,6 +88,7 @@ class WorkerStats:
     latency_ms: Percentiles
     reconstruct_ms: Percentiles
     fallback_groups: int | None = None
+    low_signal_groups: int | None = None
     stages: int = 1
 
     @property
@@ -110,7 +113,8 @@ class RunStats:
     (``ood_groups`` of ``ood_checks``, ``ood_check`` says whether it ran); the sinks
     (``sink_errors``, ``sink_failures``), ``delivery_errors``, ``backpressure_waits``,
     ``reconstruct_ms`` (inside the reconstructor), ``policy``, ``simulated``,
-    ``pixel_size_um``, ``sr_groups_per_s``, for methods that fall back, ``fallback_groups``,
+    ``pixel_size_um``, ``sr_groups_per_s``, for methods that fall back, ``fallback_groups``
+    (and, of those, ``low_signal_groups`` given the widefield image for too little signal),
     and ``stages`` (1, or 2 when the worker prepares a group while it infers the previous one).
     """
 
@@ -147,6 +151,7 @@ class RunStats:
     pixel_size_um: float | None
     sr_groups_per_s: float | None
     fallback_groups: int | None = None
+    low_signal_groups: int | None = None
     stages: int = 1
 
     def groups_lost_by(self, sink: str) -> int:
@@ -158,7 +163,7 @@ class RunStats:
         out: dict[str, Any] = {}
         for name in _RUN_STATS_KEYS:
             value = getattr(self, name)
-            if name == "fallback_groups" and value is None:
+            if name in ("fallback_groups", "low_signal_groups") and value is None:
                 continue
             if isinstance(value, Percentiles):
                 value = value.to_dict()

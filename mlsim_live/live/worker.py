@@ -331,9 +331,10 @@ class ReconstructionWorker:
             ood_check = OOD_UNAVAILABLE
         else:
             ood_check = "on" if self._ood is not None else "none"
-        fallback = None
+        fallback = low_signal = None
         if self.capabilities.fallback:
             fallback = int(self.reconstructor.fallback_groups)  # type: ignore[attr-defined]
+            low_signal = getattr(self.reconstructor, "low_signal_groups", None)
         return WorkerStats(
             groups_submitted=submitted,
             groups_reconstructed=reconstructed,
@@ -349,6 +350,7 @@ class ReconstructionWorker:
             latency_ms=Percentiles.of(self.latencies_ms.percentiles(exact)),
             reconstruct_ms=Percentiles.of(self.reconstruct_ms.percentiles(exact)),
             fallback_groups=fallback,
+            low_signal_groups=None if low_signal is None else int(low_signal),
             stages=self.stages,
         )
 
