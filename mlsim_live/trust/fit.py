@@ -36,27 +36,34 @@ class Fit:
     frame_offset: np.ndarray  # (9,)
     coef: np.ndarray  # (9, 3)
 
-    def gain_field(self, plan: Plan) -> np.ndarray:
-        """The gain field on the camera grid (ADU per unit of the reconstruction)."""
+    def gain_field(self, plan: Plan, half: bool = False) -> np.ndarray:
+        """The gain field on the camera grid (``half``: on its even pixels) in ADU per unit
+        of the reconstruction."""
         grid = plan.fit
-        g = np.zeros(plan.shape, np.float32)
-        for i in range(grid.basis_y.shape[0]):
+        step = 2 if half else 1
+        basis_y, basis_x = grid.basis_y[:, ::step], grid.basis_x[:, ::step]
+        g = np.zeros((basis_y.shape[1], basis_x.shape[1]), np.float32)
+        for i in range(basis_y.shape[0]):
             # the terms y^i x^j of this power of y: one row of x factors, broadcast
-            row = np.zeros(plan.shape[1], np.float32)
+            row = np.zeros(basis_x.shape[1], np.float32)
             for (pi, pj), value in zip(grid.gain_powers, self.gain_coef):
                 if pi == i and value != 0.0:
-                    row += np.float32(value) * grid.basis_x[pj]
+                    row += np.float32(value) * basis_x[pj]
             if row.any():
-                g += grid.basis_y[i][:, None] * row[None, :]
+                g += basis_y[i][:, None] * row[None, :]
         g0 = np.float32(self.gain_coef[0])
         if g0 > 0:
             np.clip(g, GAIN_FIELD_RANGE[0] * g0, GAIN_FIELD_RANGE[1] * g0, out=g)
         return g
 
-    def offset_field(self, plan: Plan) -> np.ndarray:
-        """The offset (constant plus haze) on the camera grid, in ADU."""
+    def offset_field(self, plan: Plan, half: bool = False) -> np.ndarray:
+        """The offset (constant plus haze) on the camera grid (``half``: on its even
+        pixels), in ADU."""
         haze = self.haze.astype(np.float32) + np.float32(self.offset_adu)
-        return plan.fit.interp_x.columns(plan.fit.interp_y.rows(haze))
+        grid = plan.fit
+        if half:
+            return grid.interp_x_half.columns(grid.interp_y_half.rows(haze))
+        return grid.interp_x.columns(grid.interp_y.rows(haze))
 
     @property
     def gain(self) -> float:
@@ -88,7 +95,8 @@ def fit_forward_model(
     noise: CameraNoise,
     settings: TrustSettings,
 ) -> Fit:
-    """Robust weighted least squares on a regular subsample of the pixels.
+    """Robust weighted least squares on a regular subsample of the pixels (``band0`` and
+    ``sides`` on the half grid, `mlsim_live.trust.forward.forward_half`).
 
     First one gain (the median of tile gains, which structure the data do not hold cannot
     drag far), one offset and the per-frame band weights; then the gain's gentle gradient and
@@ -97,7 +105,8 @@ def fit_forward_model(
     in the first), which gives pixels the model cannot explain no weight at all.
     """
     iy, ix = plan.fit.index
-    y = frames[:, iy, ix].astype(np.float64)  # (9, n)
+    cy, cx = plan.fit.index_camera
+    y = frames[:, cy, cx].astype(np.float64)  # (9, n)
     b0 = band0[iy, ix].astype(np.float64)
     zs = [z[iy, ix] for z in sides]
     parts = np.stack(

@@ -46,8 +46,8 @@ from mlsim_live.recon.widefield import upsample2_linear
 from mlsim_live.sim.optics import Optics
 from mlsim_live.trust.band import band_ratio
 from mlsim_live.trust.fit import Fit, fit_forward_model, fit_transfer
-from mlsim_live.trust.forward import forward_bands
-from mlsim_live.trust.grids import from_half, smooth, to_half
+from mlsim_live.trust.forward import forward_bands, forward_half
+from mlsim_live.trust.grids import from_half, smooth
 from mlsim_live.trust.noise import CameraNoise, estimate_noise
 from mlsim_live.trust.plan import Plan, make_plan, with_transfer
 from mlsim_live.trust.residual import coherent_z, residuals
@@ -174,9 +174,11 @@ class TrustMapper:
 
     Notes
     -----
-    Per group (estimate and noise reused): one real FFT of the reconstruction, three complex
-    and one real inverse FFT on the camera grid for the predicted frames, one inverse FFT on
-    the 2x grid for the unsupported band, a least-squares fit on a subsample of the pixels.
+    Per group (estimate and noise reused): one real FFT of the reconstruction, eight complex
+    inverse FFTs on the half grid (a quarter of the camera grid: the spectrum folded) for the
+    predicted frames at every other camera pixel and their 2 x 2 block means, one inverse FFT
+    on the 2x grid for the unsupported band, a least-squares fit on a subsample of the
+    pixels.
     """
 
     def __init__(
@@ -216,9 +218,10 @@ class TrustMapper:
             lambda: band_ratio(plan, spec, img, self.settings, 1 if parallel else self.workers),
             parallel,
         )
-        band0, sides = forward_bands(plan, spec, self.workers)
-        fit = fit_forward_model(plan, frames, band0, sides, self.noise, self.settings)
+        bands = forward_half(plan, spec, self.workers)
+        fit = fit_forward_model(plan, frames, bands.band0, bands.sides, self.noise, self.settings)
         if self.settings.fit_transfer and self.transfer is None:
+            band0, sides = forward_bands(plan, spec, self.workers)
             self.transfer = fit_transfer(plan, frames, band0, sides, fit)
             log.debug(
                 "trust transfer correction: band 0 %s, modulated %s",
@@ -226,12 +229,14 @@ class TrustMapper:
                 np.round(self.transfer[1], 2).tolist(),
             )
             self._plan = plan = with_transfer(plan, self.transfer)
-            band0, sides = forward_bands(plan, spec, self.workers)
-            fit = fit_forward_model(plan, frames, band0, sides, self.noise, self.settings)
+            bands = forward_half(plan, spec, self.workers)
+            fit = fit_forward_model(
+                plan, frames, bands.band0, bands.sides, self.noise, self.settings
+            )
         chi2, mean_z, signal = residuals(
-            plan, frames, band0, sides, fit, self.noise, self.settings, parallel
+            plan, frames, bands, fit, self.noise, self.settings, parallel
         )
-        return self._combine(plan, fit, (chi2, mean_z, signal), band.result(), (band0, sides))
+        return self._combine(plan, fit, (chi2, mean_z, signal), band.result(), spec)
 
     __call__ = compute
 
@@ -271,7 +276,7 @@ class TrustMapper:
         fit: Fit,
         resid: tuple[np.ndarray, np.ndarray, np.ndarray],
         ratio: np.ndarray,
-        bands: tuple[np.ndarray, list[np.ndarray]],
+        spec: np.ndarray,
     ) -> TrustResult:
         """The map and its figures from the residual statistics and the band ratio."""
         chi2, mean_z, signal = resid
@@ -286,7 +291,7 @@ class TrustMapper:
         # smoothed maps on a grid of 2 x 2 camera pixels (they are smooth on the PSF scale),
         # brought back to the reconstruction's grid at the end
         chi2_s = smooth(chi2, plan.sigma_half)
-        z, residual_scale = coherent_z(plan, to_half(mean_z))
+        z, residual_scale = coherent_z(plan, mean_z)
         s = self.settings
         excess = np.maximum(chi2_s - 1.0, 0.0) / (s.chi2_flag - 1.0)
         t_res = np.exp2(-(excess**2) - (z / s.z_flag) ** 2)
@@ -309,13 +314,19 @@ class TrustMapper:
         )
         trust_cam = from_half(trust_half, plan.shape)
         trust = np.clip(upsample2_linear(trust_cam), 0.0, 1.0).astype(np.float32)
-        band0, sides = bands
+        workers = self.workers
+
+        def predict() -> np.ndarray:
+            # the camera grid's bands, made only on request
+            band0, sides = forward_bands(plan, spec, workers)
+            return fit.predicted(plan, band0, sides)
+
         return TrustResult(
             trust=trust,
             chi=chi_half,
             band_ratio=ratio.astype(np.float32),
             figures=figures,
-            predict=lambda: fit.predicted(plan, band0, sides),
+            predict=predict,
         )
 
     def _get_plan(self) -> Plan:

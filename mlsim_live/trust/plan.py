@@ -43,6 +43,24 @@ class Band:
 
 
 @dataclass(frozen=True)
+class HalfBand:
+    """One band of the forward model folded onto the half grid (every other camera pixel):
+    sampling the camera grid at even pixels folds its spectrum onto a quarter of the bins,
+    so the frames are predicted there with inverse FFTs a quarter of the size. ``weight``
+    gives the camera pixel of each 2 x 2 block, ``weight_block`` the block's mean (the
+    spectrum times the 2-pixel box's transfer)."""
+
+    source: np.ndarray  # flat indices into the reconstruction's rfft2 half spectrum
+    conj: np.ndarray | None  # float32 +-1: sign of the imaginary part (conjugate mirror)
+    weight: np.ndarray  # complex64: the pixel (2i, 2j)
+    weight_block: np.ndarray  # complex64: the mean of the block at (2i, 2j)
+    target: np.ndarray  # flat indices into the folded (half-grid) spectrum
+    splits: tuple[int, int, int]  # ends of the 4 aliasing quadrants (targets unique in each)
+    radius: np.ndarray  # float32 |f| / cutoff of the camera frequency per used bin
+    ramp: np.ndarray | None  # (ceil(H/2), ceil(W/2)) complex64: exp(2 pi i dk.r) at r = 2 j
+
+
+@dataclass(frozen=True)
 class LinearInterp:
     """Linear interpolation along one axis from sorted nodes onto ``0 .. n-1`` (held constant
     beyond the ends): ``out[i] = a[lo[i]] * (1 - t[i]) + a[hi[i]] * t[i]``."""
@@ -81,7 +99,8 @@ class FitGrid:
     """The regular subsample of camera pixels the gain, offsets and band weights are fitted
     on, and the smooth fields' bases on it."""
 
-    index: tuple[np.ndarray, np.ndarray]  # (iy, ix) of every fitted pixel, row-major
+    index: tuple[np.ndarray, np.ndarray]  # (iy, ix) of every fitted pixel on the half grid
+    index_camera: tuple[np.ndarray, np.ndarray]  # the same pixels on the camera grid
     shape: tuple[int, int]  # (ny, nx) of the subsample grid
     basis: np.ndarray  # (n_basis, n_fit) gain polynomial terms at the fitted pixels
     basis_y: np.ndarray  # (deg + 1, H) polynomial factors
@@ -91,6 +110,8 @@ class FitGrid:
     haze_sigma: float  # smoothing of the offset field, in subsample steps (0: one offset)
     interp_y: LinearInterp  # from the subsample grid's rows onto the camera's
     interp_x: LinearInterp
+    interp_y_half: LinearInterp  # ... onto the half grid's
+    interp_x_half: LinearInterp
 
 
 @dataclass(frozen=True)
@@ -104,9 +125,11 @@ class Plan:
     crop_fine: tuple[slice, slice]  # the reconstruction within the padded 2x grid
     band0: Band
     sides: tuple[Band, ...]
+    half_bands: tuple[HalfBand, ...]  # band 0 and the sides, folded onto the half grid
+    crop_half: tuple[slice, slice]  # the half grid within the padded folded grid
     out_band: np.ndarray  # (2H, W+1) float32 mask beyond the SIM passband
     cutoff: float
-    kernel_sq: float  # variance of a smoothed white unit-variance camera-grid map
+    kernel_sq: float  # variance of a smoothed white unit-variance half-grid map
     kernel_peak: float  # largest weight of the smoothing kernel on the half grid
     sigma_half: float  # smoothing on the grid of 2 x 2 camera pixels, in its pixels
     half_shape: tuple[int, int]
@@ -123,10 +146,12 @@ def make_plan(est: GroupEstimate, settings: TrustSettings) -> Plan:
     ks = [p.k_cycles_per_px for p in est.patterns]
     # the reconstruction is mirrored beyond its borders (and the spectra sized for a fast
     # FFT), so the blur near a border sees a continuation, not the opposite side
-    pad = int(np.ceil(PAD_PSF_RADII * 1.22 / fc))
-    spec_shape = (int(sfft.next_fast_len(h + 2 * pad)), int(sfft.next_fast_len(w + 2 * pad)))
+    # (even sizes, so that the half grid of even camera pixels folds the spectrum exactly)
+    pad = 2 * int(np.ceil(PAD_PSF_RADII * 1.22 / fc / 2.0))
+    spec_shape = (_even_fast_len(h + 2 * pad), _even_fast_len(w + 2 * pad))
     crop = (slice(pad, pad + h), slice(pad, pad + w))
-    band0, sides = _forward_bands(est, settings, spec_shape, crop)
+    crop_half = (slice(pad // 2, pad // 2 + (h + 1) // 2), slice(pad // 2, pad // 2 + (w + 1) // 2))
+    band0, sides, half_bands = _forward_bands(est, settings, spec_shape, crop, crop_half)
     # PSF standard deviation 0.21 lambda / NA = 0.42 / fc camera pixels
     sigma_psf = 0.42 / fc
     sigma_px = float(settings.smoothing_psf_sigmas * sigma_psf)
@@ -145,10 +170,11 @@ def make_plan(est: GroupEstimate, settings: TrustSettings) -> Plan:
         crop_fine=(slice(2 * pad, 2 * (pad + h)), slice(2 * pad, 2 * (pad + w))),
         band0=band0,
         sides=sides,
+        half_bands=half_bands,
+        crop_half=crop_half,
         out_band=_out_of_band_mask(spec_shape, fc, ks, settings.passband_margin),
         cutoff=fc,
-        # a block mean of 4 independent pixels, then the kernel
-        kernel_sq=0.25 * float((kernel**2).sum() ** 2),
+        kernel_sq=float((kernel**2).sum() ** 2),
         kernel_peak=float(kernel.max() ** 2),
         sigma_half=sigma_half,
         half_shape=((h + 1) // 2, (w + 1) // 2),
@@ -167,9 +193,11 @@ def _forward_bands(
     settings: TrustSettings,
     spec_shape: tuple[int, int],
     crop: tuple[slice, slice],
-) -> tuple[Band, tuple[Band, ...]]:
+    crop_half: tuple[slice, slice],
+) -> tuple[Band, tuple[Band, ...], tuple[HalfBand, ...]]:
     """Band 0 (onto the camera's real half spectrum) and each angle's modulated band (onto
-    the full complex spectrum) of the padded camera grid."""
+    the full complex spectrum) of the padded camera grid, and all four folded onto the half
+    grid."""
     h, w = spec_shape
     fc = est.cutoff_cycles_per_px
     ks = [p.k_cycles_per_px for p in est.patterns]
@@ -193,15 +221,56 @@ def _forward_bands(
         return detection_otf(f_y, f_x, fc, damping) * inverse
 
     band0 = _make_band(bins, spec_shape, fc, (0, 0), (0.0, 0.0), False, transfer)
+    band0_full = _make_band(bins, spec_shape, fc, (0, 0), (0.0, 0.0), True, transfer)
+    halves = [_fold(band0_full, spec_shape, (0.0, 0.0), crop_half)]
     sides = []
     for ky, kx in ks:
         k_bins = (round(ky * h), round(kx * w))
         dk = (ky - k_bins[0] / h, kx - k_bins[1] / w)
         band = _make_band(bins, spec_shape, fc, k_bins, dk, True, transfer)
+        halves.append(_fold(band, spec_shape, dk, crop_half))
         if band.ramp is not None:
             band = replace(band, ramp=np.ascontiguousarray(band.ramp[crop]))
         sides.append(band)
-    return band0, tuple(sides)
+    return band0, tuple(sides), tuple(halves)
+
+
+def _fold(
+    band: Band, spec_shape: tuple[int, int], dk: tuple[float, float], crop_half: tuple[slice, slice]
+) -> HalfBand:
+    """``band`` (onto the full complex camera spectrum) folded onto the half grid's spectrum:
+    the camera pixels (2i, 2j) are the inverse FFT of the 4 aliases summed, over 4; the 2 x 2
+    block means take the box's transfer ``exp(i pi f) cos(pi f)`` per axis first."""
+    h, w = spec_shape
+    qh, qw = h // 2, w // 2
+    ty, tx = np.divmod(band.target, w)
+    f_y = np.where(ty < qh, ty, ty - h) / h + dk[0]
+    f_x = np.where(tx < qw, tx, tx - w) / w + dk[1]
+    box = np.exp(1j * np.pi * (f_y + f_x)) * np.cos(np.pi * f_y) * np.cos(np.pi * f_x)
+    quadrant = 2 * (ty >= qh) + (tx >= qw)
+    order = np.argsort(quadrant, kind="stable")
+    splits = np.searchsorted(quadrant[order], [1, 2, 3])
+    weight = 0.25 * band.weight.astype(np.complex128)
+    ramp = None
+    if dk[0] != 0.0 or dk[1] != 0.0:
+        yy = 2 * np.arange(qh)[:, None]
+        xx = 2 * np.arange(qw)[None, :]
+        ramp = np.exp(2j * np.pi * (dk[0] * yy + dk[1] * xx))[crop_half].astype(np.complex64)
+    return HalfBand(
+        source=band.source[order],
+        conj=None if band.conj is None else band.conj[order],
+        weight=weight[order].astype(np.complex64),
+        weight_block=(weight * box)[order].astype(np.complex64),
+        target=((ty % qh) * qw + tx % qw)[order].astype(np.intp),
+        splits=(int(splits[0]), int(splits[1]), int(splits[2])),
+        radius=band.radius[order],
+        ramp=ramp,
+    )
+
+
+def _even_fast_len(n: int) -> int:
+    """The smallest even size of at least ``n`` that the FFT handles fast."""
+    return 2 * int(sfft.next_fast_len((n + 1) // 2))
 
 
 def _make_band(
@@ -276,17 +345,23 @@ def _fit_grid(shape: tuple[int, int], border: int, fc: float, settings: TrustSet
     """About `FIT_PIXELS_PER_FRAME` pixels on a regular grid inside the border, with the gain
     field's polynomial terms (by total degree, so that each field's terms are a prefix)."""
     h, w = shape
-    step = max(1, int(np.sqrt((h - 2 * border) * (w - 2 * border) / FIT_PIXELS_PER_FRAME)))
-    iy = np.arange(border, h - border, step)
-    ix = np.arange(border, w - border, step)
-    index = (np.repeat(iy, ix.size), np.tile(ix, iy.size))
+    step_camera = max(1, int(np.sqrt((h - 2 * border) * (w - 2 * border) / FIT_PIXELS_PER_FRAME)))
+    # on the half grid (even camera pixels)
+    half_step = max(1, (step_camera + 1) // 2)
+    step = 2 * half_step
+    iy_h = np.arange((border + 1) // 2, (h - border + 1) // 2, half_step)
+    ix_h = np.arange((border + 1) // 2, (w - border + 1) // 2, half_step)
+    iy, ix = 2 * iy_h, 2 * ix_h
+    index_half = (np.repeat(iy_h, ix_h.size), np.tile(ix_h, iy_h.size))
+    index = (2 * index_half[0], 2 * index_half[1])
     deg = settings.gain_degree
     powers = tuple((i, d - i) for d in range(deg + 1) for i in range(d + 1))
     yn = np.linspace(-1.0, 1.0, h)
     xn = np.linspace(-1.0, 1.0, w)
     sigma_psf = 0.42 / fc
     return FitGrid(
-        index=index,
+        index=index_half,
+        index_camera=index,
         shape=(iy.size, ix.size),
         basis=np.stack([yn[index[0]] ** i * xn[index[1]] ** j for i, j in powers]),
         basis_y=np.stack([yn**i for i in range(deg + 1)]).astype(np.float32),
@@ -296,6 +371,8 @@ def _fit_grid(shape: tuple[int, int], border: int, fc: float, settings: TrustSet
         haze_sigma=float(settings.haze_psf_sigmas * sigma_psf / step),
         interp_y=LinearInterp.onto(iy, h),
         interp_x=LinearInterp.onto(ix, w),
+        interp_y_half=LinearInterp.onto(iy_h, (h + 1) // 2),
+        interp_x_half=LinearInterp.onto(ix_h, (w + 1) // 2),
     )
 
 
@@ -335,11 +412,32 @@ def with_transfer(plan: Plan, transfer: tuple[np.ndarray, np.ndarray]) -> Plan:
         scale = np.interp(band.radius, centres, factors).astype(np.float32)
         return replace(band, weight=(band.weight * scale).astype(np.complex64))
 
+    def corrected_half(band: HalfBand, factors: np.ndarray) -> HalfBand:
+        scale = np.interp(band.radius, centres, factors).astype(np.float32)
+        return replace(
+            band,
+            weight=(band.weight * scale).astype(np.complex64),
+            weight_block=(band.weight_block * scale).astype(np.complex64),
+        )
+
     return replace(
         plan,
         band0=corrected(plan.band0, transfer[0]),
         sides=tuple(corrected(b, transfer[1]) for b in plan.sides),
+        half_bands=tuple(
+            corrected_half(b, transfer[0] if i == 0 else transfer[1])
+            for i, b in enumerate(plan.half_bands)
+        ),
     )
 
 
-__all__ = ["Band", "FitGrid", "LinearInterp", "Plan", "detection_otf", "make_plan", "with_transfer"]
+__all__ = [
+    "Band",
+    "FitGrid",
+    "HalfBand",
+    "LinearInterp",
+    "Plan",
+    "detection_otf",
+    "make_plan",
+    "with_transfer",
+]

@@ -7,7 +7,8 @@ import numpy as np
 
 from mlsim_live.recon.base import GROUP_SIZE, N_ANGLES, N_PHASES
 from mlsim_live.trust.fit import Fit
-from mlsim_live.trust.grids import smooth
+from mlsim_live.trust.forward import HalfBands
+from mlsim_live.trust.grids import smooth, to_half
 from mlsim_live.trust.noise import CameraNoise
 from mlsim_live.trust.plan import Plan
 from mlsim_live.trust.settings import TrustSettings
@@ -17,8 +18,7 @@ from mlsim_live.trust.tasks import Task
 def residuals(
     plan: Plan,
     frames: np.ndarray,
-    band0: np.ndarray,
-    sides: list[np.ndarray],
+    bands: HalfBands,
     fit: Fit,
     noise: CameraNoise,
     settings: TrustSettings,
@@ -32,19 +32,22 @@ def residuals(
     chi2 : ndarray (half grid)
         Reduced chi-square over the 9 frames at every other camera pixel in each direction
         (one pixel per 2 x 2 block: the map is smoothed over the PSF scale anyway).
-    mean_z : ndarray (camera grid)
-        The mean of the 9 frames' residuals in its own standard deviations: the camera's
-        fixed pattern and the model error are the same in every frame, so they do not
-        average out; the shot and read noise do.
+    mean_z : ndarray (half grid)
+        The mean of the 9 frames' residuals per 2 x 2 block, in its own standard deviations:
+        the camera's fixed pattern and the model error are the same in every frame, so they
+        do not average out; the shot and read noise do.
     signal : ndarray (half grid)
         The mean predicted signal at the pixels of ``chi2``.
     """
-    gain = fit.gain_field(plan)
-    offset = fit.offset_field(plan)
+    gain = fit.gain_field(plan, half=True)
+    offset = fit.offset_field(plan, half=True)
     mean_z = Task(
-        lambda: _mean_z(frames, band0, sides, fit, gain, offset, noise, settings), parallel
+        lambda: _mean_z(
+            frames, bands.band0_block, bands.sides_block, fit, gain, offset, noise, settings
+        ),
+        parallel,
     )
-    chi2, total = _chi2_half(frames, band0, sides, fit, gain, offset, noise, settings)
+    chi2, total = _chi2_half(frames, bands.band0, bands.sides, fit, gain, offset, noise, settings)
     return chi2, mean_z.result(), total
 
 
@@ -59,11 +62,11 @@ def _chi2_half(
     settings: TrustSettings,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reduced chi-square over the 9 frames and the mean predicted signal, at one camera
-    pixel of each 2 x 2 block."""
+    pixel of each 2 x 2 block (the bands, gain and offset on the half grid)."""
     eps = np.float32(settings.model_error_fraction)
     sub = (slice(None, None, 2), slice(None, None, 2))
-    g_s, o_s, b0_s = gain[sub], offset[sub], np.ascontiguousarray(band0[sub])
-    parts = [(np.ascontiguousarray(z[sub].real), np.ascontiguousarray(z[sub].imag)) for z in sides]
+    g_s, o_s, b0_s = gain, offset, band0
+    parts = [(np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)) for z in sides]
     chi2 = np.zeros(g_s.shape, np.float32)
     total = np.zeros(g_s.shape, np.float32)
     for f in range(GROUP_SIZE):
@@ -102,8 +105,8 @@ def _mean_z(
     noise: CameraNoise,
     settings: TrustSettings,
 ) -> np.ndarray:
-    """The mean of the 9 frames against the mean prediction, at every camera pixel, in its
-    standard deviations."""
+    """The mean of the 9 frames against the mean prediction, per 2 x 2 block of camera
+    pixels (the bands given as block means), in its standard deviations."""
     eps = np.float32(settings.model_error_fraction)
     mean_coef = fit.coef.reshape(N_ANGLES, N_PHASES, 3).mean(axis=1)
     signal = np.float32(mean_coef[:, 0].mean()) * band0
@@ -123,8 +126,10 @@ def _mean_z(
     var += np.float32(noise.fixed_pattern_adu2)
     signal *= eps
     var += np.square(signal, out=signal)
+    # a block mean of 4 pixels whose errors are taken as independent
+    var *= np.float32(0.25)
     np.sqrt(var, out=var)
-    mean = frames.sum(axis=0, dtype=np.float32)
+    mean = to_half(frames.sum(axis=0, dtype=np.float32))
     mean /= np.float32(GROUP_SIZE)
     mean -= pred
     mean /= var
@@ -132,8 +137,8 @@ def _mean_z(
 
 
 def coherent_z(plan: Plan, mean_z: np.ndarray) -> tuple[np.ndarray, float]:
-    """The mean normalized residual smoothed over the PSF scale, in its standard deviations
-    (on the grid of 2 x 2 camera pixels).
+    """The mean normalized residual (per 2 x 2 block of camera pixels) smoothed over the PSF
+    scale, in its standard deviations.
 
     The null standard deviation follows from the noise model; when the image's own spread
     (median absolute deviation) is larger, as where the forward model is only approximate,
