@@ -47,10 +47,10 @@ from mlsim_live.sim.optics import Optics
 from mlsim_live.trust.band import band_ratio
 from mlsim_live.trust.fit import Fit, fit_forward_model, fit_transfer
 from mlsim_live.trust.forward import forward_bands, forward_half
-from mlsim_live.trust.grids import from_half, smooth
+from mlsim_live.trust.grids import half_to_fine, smooth
 from mlsim_live.trust.noise import CameraNoise, estimate_noise
 from mlsim_live.trust.plan import Plan, make_plan, with_transfer
-from mlsim_live.trust.residual import coherent_z, residuals
+from mlsim_live.trust.residual import residuals
 from mlsim_live.trust.settings import CHI2_9_MEDIAN, FLAG_LEVEL, RESOLUTIONS, TrustSettings
 from mlsim_live.trust.tasks import Task
 
@@ -233,10 +233,10 @@ class TrustMapper:
             fit = fit_forward_model(
                 plan, frames, bands.band0, bands.sides, self.noise, self.settings
             )
-        chi2, mean_z, signal = residuals(
+        chi2, coherent, signal = residuals(
             plan, frames, bands, fit, self.noise, self.settings, parallel
         )
-        return self._combine(plan, fit, (chi2, mean_z, signal), band.result(), spec)
+        return self._combine(plan, fit, (chi2, coherent, signal), band.result(), spec)
 
     __call__ = compute
 
@@ -274,12 +274,12 @@ class TrustMapper:
         self,
         plan: Plan,
         fit: Fit,
-        resid: tuple[np.ndarray, np.ndarray, np.ndarray],
+        resid: tuple[np.ndarray, tuple[np.ndarray, float], np.ndarray],
         ratio: np.ndarray,
         spec: np.ndarray,
     ) -> TrustResult:
         """The map and its figures from the residual statistics and the band ratio."""
-        chi2, mean_z, signal = resid
+        chi2, (z, residual_scale), signal = resid
         # where the reconstruction predicts little light, the residual is noise alone: a
         # camera whose noise exceeds the model there (correlated noise, a processed file) has
         # its chi-square scaled down to match, never up
@@ -291,7 +291,6 @@ class TrustMapper:
         # smoothed maps on a grid of 2 x 2 camera pixels (they are smooth on the PSF scale),
         # brought back to the reconstruction's grid at the end
         chi2_s = smooth(chi2, plan.sigma_half)
-        z, residual_scale = coherent_z(plan, mean_z)
         s = self.settings
         excess = np.maximum(chi2_s - 1.0, 0.0) / (s.chi2_flag - 1.0)
         t_res = np.exp2(-(excess**2) - (z / s.z_flag) ** 2)
@@ -312,8 +311,8 @@ class TrustMapper:
             transfer_band0=_rounded(self.transfer[0] if self.transfer else None),
             transfer_modulated=_rounded(self.transfer[1] if self.transfer else None),
         )
-        trust_cam = from_half(trust_half, plan.shape)
-        trust = np.clip(upsample2_linear(trust_cam), 0.0, 1.0).astype(np.float32)
+        # linear interpolation keeps the map within [0, 1]
+        trust = half_to_fine(trust_half, (2 * plan.shape[0], 2 * plan.shape[1]))
         workers = self.workers
 
         def predict() -> np.ndarray:

@@ -23,7 +23,7 @@ def residuals(
     noise: CameraNoise,
     settings: TrustSettings,
     parallel: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, tuple[np.ndarray, float], np.ndarray]:
     """The residual against the measured frames (``parallel``: the mean residual on a second
     thread while the chi-square is summed).
 
@@ -32,23 +32,26 @@ def residuals(
     chi2 : ndarray (half grid)
         Reduced chi-square over the 9 frames at every other camera pixel in each direction
         (one pixel per 2 x 2 block: the map is smoothed over the PSF scale anyway).
-    mean_z : ndarray (half grid)
-        The mean of the 9 frames' residuals per 2 x 2 block, in its own standard deviations:
-        the camera's fixed pattern and the model error are the same in every frame, so they
-        do not average out; the shot and read noise do.
+    coherent : (ndarray (half grid), float)
+        `coherent_z` of the mean of the 9 frames' residuals per 2 x 2 block, in its own
+        standard deviations (the camera's fixed pattern and the model error are the same in
+        every frame, so they do not average out; the shot and read noise do), and its spread.
     signal : ndarray (half grid)
         The mean predicted signal at the pixels of ``chi2``.
     """
     gain = fit.gain_field(plan, half=True)
     offset = fit.offset_field(plan, half=True)
-    mean_z = Task(
-        lambda: _mean_z(
-            frames, bands.band0_block, bands.sides_block, fit, gain, offset, noise, settings
+    coherent = Task(
+        lambda: coherent_z(
+            plan,
+            _mean_z(
+                frames, bands.band0_block, bands.sides_block, fit, gain, offset, noise, settings
+            ),
         ),
         parallel,
     )
     chi2, total = _chi2_half(frames, bands.band0, bands.sides, fit, gain, offset, noise, settings)
-    return chi2, mean_z.result(), total
+    return chi2, coherent.result(), total
 
 
 def _chi2_half(
