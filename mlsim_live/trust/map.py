@@ -218,7 +218,8 @@ class TrustMapper:
             lambda: band_ratio(plan, spec, img, self.settings, 1 if parallel else self.workers),
             parallel,
         )
-        bands = forward_half(plan, spec, self.workers)
+        # one FFT thread while the band's inverse FFT has the other core
+        bands = forward_half(plan, spec, 1 if parallel else self.workers)
         fit = fit_forward_model(plan, frames, bands.band0, bands.sides, self.noise, self.settings)
         if self.settings.fit_transfer and self.transfer is None:
             band0, sides = forward_bands(plan, spec, self.workers)
