@@ -50,7 +50,7 @@ from mlsim_live.trust.forward import forward_bands, forward_half
 from mlsim_live.trust.grids import half_to_fine, smooth
 from mlsim_live.trust.noise import CameraNoise, estimate_noise
 from mlsim_live.trust.plan import Plan, make_plan, with_transfer
-from mlsim_live.trust.residual import residuals
+from mlsim_live.trust.residual import frames_block_mean, residuals
 from mlsim_live.trust.settings import CHI2_9_MEDIAN, FLAG_LEVEL, RESOLUTIONS, TrustSettings
 from mlsim_live.trust.tasks import Task
 
@@ -211,11 +211,15 @@ class TrustMapper:
         py0, py1, px0, px1 = plan.pad
         padded = np.pad(img, ((2 * py0, 2 * py1), (2 * px0, 2 * px1)), mode="reflect")
         spec = sfft.rfft2(padded, workers=self.workers, overwrite_x=True)
-        # the unsupported band needs only the spectrum: on a second core while the forward
-        # model is fitted (numpy and scipy.fft release the GIL in their loops)
+        # the unsupported band needs only the spectrum (and the frames' block mean only the
+        # frames): on a second core while the forward model is fitted (numpy and scipy.fft
+        # release the GIL in their loops)
         parallel = self.workers != 1
         band = Task(
-            lambda: band_ratio(plan, spec, img, self.settings, 1 if parallel else self.workers),
+            lambda: (
+                band_ratio(plan, spec, img, self.settings, 1 if parallel else self.workers),
+                frames_block_mean(frames),
+            ),
             parallel,
         )
         # one FFT thread while the band's inverse FFT has the other core
@@ -234,10 +238,11 @@ class TrustMapper:
             fit = fit_forward_model(
                 plan, frames, bands.band0, bands.sides, self.noise, self.settings
             )
+        ratio, frames_mean = band.result()
         chi2, coherent, signal = residuals(
-            plan, frames, bands, fit, self.noise, self.settings, parallel
+            plan, frames, bands, fit, self.noise, self.settings, parallel, frames_mean
         )
-        return self._combine(plan, fit, (chi2, coherent, signal), band.result(), spec)
+        return self._combine(plan, fit, (chi2, coherent, signal), ratio, spec)
 
     __call__ = compute
 
@@ -297,6 +302,12 @@ class TrustMapper:
         t_res = np.exp2(-(excess**2) - (z / s.z_flag) ** 2)
         t_band = np.exp2(-((ratio / s.band_flag) ** 2))
         trust_half = (t_res * t_band).astype(np.float32)
+        # the map onto the 2x grid (linear interpolation keeps it within [0, 1]) on a second
+        # core while the figures are made
+        fine = Task(
+            lambda: half_to_fine(trust_half, (2 * plan.shape[0], 2 * plan.shape[1])),
+            self.workers != 1,
+        )
         chi_half = np.sqrt(chi2_s).astype(np.float32)
         assert self.noise is not None
         chi_median, chi_p95 = np.percentile(chi_half[inner], (50.0, 95.0))
@@ -312,8 +323,7 @@ class TrustMapper:
             transfer_band0=_rounded(self.transfer[0] if self.transfer else None),
             transfer_modulated=_rounded(self.transfer[1] if self.transfer else None),
         )
-        # linear interpolation keeps the map within [0, 1]
-        trust = half_to_fine(trust_half, (2 * plan.shape[0], 2 * plan.shape[1]))
+        trust = fine.result()
         workers = self.workers
 
         def predict() -> np.ndarray:

@@ -23,9 +23,11 @@ def residuals(
     noise: CameraNoise,
     settings: TrustSettings,
     parallel: bool = False,
+    frames_mean: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, float], np.ndarray]:
     """The residual against the measured frames (``parallel``: the mean residual on a second
-    thread while the chi-square is summed).
+    thread while the chi-square is summed). ``frames_mean``: `frames_block_mean` of
+    ``frames``, when already made.
 
     Returns
     -------
@@ -41,12 +43,11 @@ def residuals(
     """
     gain = fit.gain_field(plan, half=True)
     offset = fit.offset_field(plan, half=True)
+    mean = frames_block_mean(frames) if frames_mean is None else frames_mean
     coherent = Task(
         lambda: coherent_z(
             plan,
-            _mean_z(
-                frames, bands.band0_block, bands.sides_block, fit, gain, offset, noise, settings
-            ),
+            _mean_z(mean, bands.band0_block, bands.sides_block, fit, gain, offset, noise, settings),
         ),
         parallel,
     )
@@ -98,8 +99,15 @@ def _chi2_half(
     return chi2, total
 
 
+def frames_block_mean(frames: np.ndarray) -> np.ndarray:
+    """The mean of the 9 frames per 2 x 2 block of camera pixels (half grid, float32)."""
+    mean = to_half(frames.sum(axis=0, dtype=np.float32))
+    mean /= np.float32(GROUP_SIZE)
+    return mean
+
+
 def _mean_z(
-    frames: np.ndarray,
+    frames_mean: np.ndarray,
     band0: np.ndarray,
     sides: list[np.ndarray],
     fit: Fit,
@@ -108,8 +116,8 @@ def _mean_z(
     noise: CameraNoise,
     settings: TrustSettings,
 ) -> np.ndarray:
-    """The mean of the 9 frames against the mean prediction, per 2 x 2 block of camera
-    pixels (the bands given as block means), in its standard deviations."""
+    """The mean of the 9 frames (`frames_block_mean`) against the mean prediction, per 2 x 2
+    block of camera pixels (the bands given as block means), in its standard deviations."""
     eps = np.float32(settings.model_error_fraction)
     mean_coef = fit.coef.reshape(N_ANGLES, N_PHASES, 3).mean(axis=1)
     signal = np.float32(mean_coef[:, 0].mean()) * band0
@@ -132,9 +140,7 @@ def _mean_z(
     # a block mean of 4 pixels whose errors are taken as independent
     var *= np.float32(0.25)
     np.sqrt(var, out=var)
-    mean = to_half(frames.sum(axis=0, dtype=np.float32))
-    mean /= np.float32(GROUP_SIZE)
-    mean -= pred
+    mean = frames_mean - pred
     mean /= var
     return mean
 
@@ -153,4 +159,4 @@ def coherent_z(plan: Plan, mean_z: np.ndarray) -> tuple[np.ndarray, float]:
     return z / np.float32(max(1.0, mad)), mad
 
 
-__all__ = ["coherent_z", "residuals"]
+__all__ = ["coherent_z", "frames_block_mean", "residuals"]
