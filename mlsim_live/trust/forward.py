@@ -3,7 +3,10 @@
 The reconstruction's spectrum (of the image mirrored beyond its borders) is divided by the
 resolution it claims, blurred by the detection OTF and sampled on the camera grid: band 0
 (the unmodulated image) and, per angle, the band the pattern ``1 + m cos(2 pi k.r + phi)``
-shifts by ``k``. The fit (`mlsim_live.trust.fit`) weighs them into each frame.
+shifts by ``k``. The fit (`mlsim_live.trust.fit`) weighs them into each frame. Per group
+the bands are made on the half grid (`forward_half`: every other camera pixel, and the mean of
+each 2 x 2 block, from the spectrum folded onto a quarter of the camera bins); the full camera
+grid (`forward_bands`) only when the predicted frames are asked for.
 """
 
 from __future__ import annotations

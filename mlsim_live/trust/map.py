@@ -8,7 +8,8 @@ pixel is *flagged* below 0.5):
    claims (by default the SIM OTF of cutoff ``fc + |k|``, the apodization of the Wiener
    reconstruction and the simulator's ground truth), modulated by each angle's pattern
    ``1 + m cos(2 pi k.r + phi)``, blurred by the detection OTF (with the estimate's damping and
-   the camera-pixel aperture) and sampled on the camera grid. A gain (a robust median over
+   the camera-pixel aperture) and sampled on the camera grid (at every other camera pixel,
+   and as the mean of each 2 x 2 block, for the residual statistics). A gain (a robust median over
    tiles, with a gentle gradient for uneven illumination), an offset with a smooth haze field
    (out-of-focus light, which a reconstruction may leave out) and per frame the band-0 weight
    and the modulation's amplitude and phase are fitted by robust weighted least squares. The
