@@ -44,31 +44,44 @@ def forward_half(plan: Plan, spec: np.ndarray, workers: int = -1) -> HalfBands:
         Threads for scipy.fft.
     """
     ph, pw = plan.spec_shape
-    n = len(plan.half_bands)
+    band0, *sides = plan.half_bands
+    n = len(sides)
     flat = spec.reshape(-1)
-    folded = np.zeros((2 * n, ph // 2, pw // 2), np.complex64)
-    for i, band in enumerate(plan.half_bands):
-        _fold_into(folded[i].reshape(-1), folded[n + i].reshape(-1), band, flat)
+    # band 0 is real at the pixel and as the block mean: both in one transform (the block
+    # mean as the imaginary part); then each side at the pixel and as the block mean
+    folded = np.zeros((1 + 2 * n, ph // 2, pw // 2), np.complex64)
+    packed = folded[0].reshape(-1)
+    _fold_into(packed, packed, band0, flat, np.complex64(1j))
+    for i, band in enumerate(sides):
+        _fold_into(folded[1 + i].reshape(-1), folded[1 + n + i].reshape(-1), band, flat)
     out = sfft.ifft2(folded, axes=(-2, -1), workers=workers, overwrite_x=True)
     out = out[(slice(None), *plan.crop_half)]
-    bands = []
-    for i, band in enumerate(plan.half_bands):
-        for z in (out[i], out[n + i]):
-            if i == 0:
-                bands.append(np.ascontiguousarray(z.real, np.float32))
-            else:
-                bands.append(z * band.ramp if band.ramp is not None else z)
-    return HalfBands(bands[0], bands[2::2], bands[1], bands[3::2])
+    ramps = [band.ramp for band in sides]
+    return HalfBands(
+        band0=np.ascontiguousarray(out[0].real, np.float32),
+        sides=[z if r is None else z * r for z, r in zip(out[1 : 1 + n], ramps)],
+        band0_block=np.ascontiguousarray(out[0].imag, np.float32),
+        sides_block=[z if r is None else z * r for z, r in zip(out[1 + n :], ramps)],
+    )
 
 
-def _fold_into(point: np.ndarray, block: np.ndarray, band: HalfBand, flat_spec: np.ndarray) -> None:
-    """Add ``band``'s values to the folded spectra of the pixel and of the block mean (one
-    aliasing quadrant at a time, where the targets are unique)."""
+def _fold_into(
+    point: np.ndarray,
+    block: np.ndarray,
+    band: HalfBand,
+    flat_spec: np.ndarray,
+    block_factor: np.complex64 | None = None,
+) -> None:
+    """Add ``band``'s values to the folded spectra of the pixel and of the block mean (times
+    ``block_factor`` when given; one aliasing quadrant at a time, where the targets are
+    unique; ``point`` and ``block`` may be the same array)."""
     vals = flat_spec[band.source]
     if band.conj is not None:
         vals.imag *= band.conj
     vp = vals * band.weight
     vals *= band.weight_block
+    if block_factor is not None:
+        vals *= block_factor
     bounds = (0, *band.splits, vals.size)
     for a, b in pairwise(bounds):
         if b > a:
