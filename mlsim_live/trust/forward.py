@@ -55,7 +55,8 @@ def forward_half(plan: Plan, spec: np.ndarray, workers: int = -1) -> HalfBands:
     for i, band in enumerate(sides):
         _fold_into(folded[1 + i].reshape(-1), folded[1 + n + i].reshape(-1), band, flat)
     out = sfft.ifft2(folded, axes=(-2, -1), workers=workers, overwrite_x=True)
-    out = out[(slice(None), *plan.crop_half)]
+    index = (slice(None), *plan.crop_half)  # a tuple display: Python 3.10 has no * in [ ]
+    out = out[index]
     ramps = [band.ramp for band in sides]
     return HalfBands(
         band0=np.ascontiguousarray(out[0].real, np.float32),
