@@ -245,3 +245,24 @@ def test_interrupted_plus_demo_saves_whole_groups(tmp_path):
     with tifffile.TiffFile(out / "demo_1.ome.tif") as tif:
         assert len(tif.pages) == summary["raw_frames"]
     assert tifffile.imread(out / "demo_1_sr.tif").shape[0] == summary["groups_reconstructed"]
+
+
+@pytest.mark.mm
+def test_plus_demo_raw_ome_tiff_replays(tmp_path, capsys):
+    """The OME-TIFF that pymmcore-plus's writer saves (T x 9 channels named A<a>P<p>) replays
+    to the demo's reconstructions."""
+    demo_out, replay_out = tmp_path / "demo", tmp_path / "replay"
+    args = ["demo", "--engine", "pymmcore-plus", "--headless", "--groups", "2", "--size", "64"]
+    assert main([*args, "--out", str(demo_out), "--method", "wiener", "--policy", "all"]) == 0
+    live = json.loads((demo_out / "demo_1_summary.json").read_text())
+    optics = live["simulation"]["params"]["optics"]
+    args = ["replay", str(demo_out / "demo_1.ome.tif"), "--out", str(replay_out), "--headless"]
+    args += ["--method", "wiener", "--na", str(optics["na"])]
+    args += ["--wavelength-nm", str(optics["wavelength_nm"])]
+    assert main(args) == 0, capsys.readouterr().err
+    replayed = json.loads((replay_out / "demo_1_summary.json").read_text())
+    assert replayed["groups_reconstructed"] == 2 and replayed["errors"] == 0
+    assert replayed["pixel_size_um"] == 0.08
+    replay_sr = tifffile.imread(replay_out / "demo_1_sr.tif")
+    assert replay_sr.shape == (2, 128, 128)
+    np.testing.assert_array_equal(replay_sr, tifffile.imread(demo_out / "demo_1_sr.tif"))

@@ -595,3 +595,52 @@ def test_orphans_of_dead_processes_are_removed_whatever_their_name(tmp_path: Pat
     removed = remove_orphans(tmp_path, ["old_sr.tif", "old_summary.json"], any_name=True)
     assert sorted(removed) == sorted(tmp_path / files[k] for k in ("old_pid_only", "old_no_pid"))
     assert left() == {"running", "other_machine", "not_ours"}
+
+
+def write_like_pymmcore_plus(path: Path, data: np.ndarray, names: list[str]) -> None:
+    """Write ``(T, C, Y, X)`` as pymmcore-plus's OME-TIFF writer does: an empty OME-TIFF with
+    the channel names and axes ``TCYX``, then the frames through a memory map."""
+    metadata = {"axes": "TCYX", "Channel": {"Name": names}}
+    tifffile.imwrite(path, shape=data.shape, dtype=data.dtype, metadata=metadata, ome=True)
+    mmap = tifffile.memmap(path, dtype=data.dtype)
+    mmap.shape = data.shape
+    mmap[:] = data
+    mmap.flush()
+    del mmap
+
+
+PATTERN_NAMES = [f"A{a}P{p}" for a in range(3) for p in range(3)]
+
+
+def test_ome_channels_named_by_pattern_read_as_angle_major_groups(tmp_path: Path) -> None:
+    """pymmcore-plus's writer: T x 9 channels named A<a>P<p>, here in a shuffled order."""
+    g = sim_groups(2)
+    perm = np.random.default_rng(3).permutation(9)
+    assert not np.array_equal(perm, np.arange(9))
+    path = tmp_path / "plus_1.ome.tif"
+    write_like_pymmcore_plus(path, g[:, perm], [PATTERN_NAMES[i] for i in perm])
+    data, stack = read_all(path)
+    assert stack.format == "ome" and stack.layout == "channels" and stack.n_groups == 2
+    np.testing.assert_array_equal(data, g)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [*PATTERN_NAMES[:8], "A0P0"],  # A2P2 missing, A0P0 twice
+        [*PATTERN_NAMES[:8], "DAPI"],
+        [*PATTERN_NAMES[:8], "A3P0"],
+    ],
+)
+def test_ome_pattern_channel_names_must_be_complete(tmp_path: Path, names: list[str]) -> None:
+    path = tmp_path / "bad_names.ome.tif"
+    write_like_pymmcore_plus(path, sim_groups(2, size=16), names)
+    with pytest.raises(MLSimError, match=r"bad_names.ome.tif: OME channel names .* A0P0..A2P2"):
+        read_raw_stack(path)
+
+
+def test_ome_wrong_count_of_pattern_channels_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "eight.ome.tif"
+    write_like_pymmcore_plus(path, sim_groups(2, size=16)[:, :8], PATTERN_NAMES[:8])
+    with pytest.raises(MLSimError, match=r"\(8 channels\) are not a complete set"):
+        read_raw_stack(path)

@@ -2,8 +2,9 @@
 
 Supported inputs: plain multi-page TIFF with 9*T frames (angle-major or phase-major), ImageJ
 hyperstacks and OME-TIFF, whose angle/phase axes are read by name (``A``/``P``) or given by option
-(e.g. channel ``C`` for angle and ``Z`` for phase). Frames are read group by group, so a file of
-any size is streamed with flat memory.
+(e.g. channel ``C`` for angle and ``Z`` for phase), and OME-TIFF whose 9 channels are named by
+the SIM patterns ``A0P0`` .. ``A2P2`` (pymmcore-plus's writer, any channel order). Frames are
+read group by group, so a file of any size is streamed with flat memory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from mlsim_live.constants import ORDERS
 from mlsim_live.errors import MLSimError, one_line
+from mlsim_live.io.ome_channels import _channel_slots, _ome_channel_names
 from mlsim_live.io.tiff_frames import GroupArray, _ContiguousFrames, _make_reader, _PageFrames
 from mlsim_live.io.tiff_layout import _frame_index, _squeezed_axes
 from mlsim_live.io.tiff_metadata import _format_of, _physical_metadata
@@ -47,11 +49,11 @@ class RawStack:
         Camera pixel size in the sample plane, from the file's metadata, when present.
     layout : str
         How the frames were found: ``"plain"`` (a sequence of 9*T frames), ``"axes"`` (by
-        named or chosen angle/phase axes).
+        named or chosen angle/phase axes), ``"channels"`` (OME channels named ``A<a>P<p>``).
     axes : str
         The file's axes of length > 1 (tifffile codes, e.g. ``"TZCYX"``).
     order : str
-        ``"angle-major"``, ``"phase-major"`` (plain layout) or ``"axes"``.
+        ``"angle-major"``, ``"phase-major"`` (plain layout), ``"axes"`` or ``"channels"``.
     format : str
         ``"imagej"``, ``"ome"``, ``"shaped"`` or ``"tiff"``.
     na : float or None
@@ -144,8 +146,9 @@ def read_raw_stack(
     angle_axis, phase_axis : str, optional
         Axis letters (tifffile codes: ``C`` channel, ``Z`` depth, ``T`` time, ``A`` angle,
         ``P`` phase, ...) that hold the 3 pattern angles and 3 phases. Give both or neither.
-        Without them, axes named ``A`` and ``P`` are used; all other axes of length > 1 are
-        flattened, in file order, into the group (time) axis.
+        Without them, axes named ``A`` and ``P`` are used, else the 9 channels of an OME-TIFF
+        named ``A0P0`` .. ``A2P2`` (any order); all other axes of length > 1 are flattened, in
+        file order, into the group (time) axis.
 
     Returns
     -------
@@ -157,7 +160,8 @@ def read_raw_stack(
     MLSimError
         One line naming the file, what was found and what is expected: missing file, not a TIFF,
         empty or truncated file, unsupported pixel type, a single 2D image, a frame count that
-        is not a multiple of 9, or 4D/5D data whose axes do not say which is angle and phase.
+        is not a multiple of 9, 4D/5D data whose axes do not say which is angle and phase, or
+        OME channel names ``A<a>P<p>`` that are not the complete set ``A0P0`` .. ``A2P2``.
     """
     path = Path(path)
     _check_request(path, order, angle_axis, phase_axis)
@@ -165,7 +169,13 @@ def read_raw_stack(
     try:
         dtype = _pixel_type(path, found.series)
         frame_index, frame_shape, layout, used_order = _frame_index(
-            path, found.full_shape, found.full_axes, order, angle_axis, phase_axis
+            path,
+            found.full_shape,
+            found.full_axes,
+            order,
+            angle_axis,
+            phase_axis,
+            _pattern_channels(path, tif, found, angle_axis),
         )
         check_frame_memory(frame_shape, dtype.itemsize, str(path))  # before any allocation
         reader, (pixel_size_um, na, wavelength_nm) = _open_reader(
@@ -266,6 +276,20 @@ def _parse_series(tif: tifffile.TiffFile, series: Any) -> _Series:
         keyframe=series.keyframe,
         fmt=_format_of(tif),
     )
+
+
+def _pattern_channels(
+    path: Path, tif: tifffile.TiffFile, found: _Series, angle_axis: str | None
+) -> tuple[int, ...] | None:
+    """Angle-major slot of each OME channel named ``A<a>P<p>`` (None when not such a file)."""
+    if found.fmt != "ome" or angle_axis is not None:
+        return None
+    try:
+        names = _ome_channel_names(tif.ome_metadata or "")
+    except Exception as exc:  # unreadable OME XML: the axes decide, as for any TIFF
+        log.warning("%s: cannot read the OME channel names (%s)", path, one_line(exc))
+        return None
+    return _channel_slots(path, names)
 
 
 def _pixel_type(path: Path, series: Any) -> np.dtype:

@@ -22,15 +22,20 @@ def _frame_index(
     order: str,
     angle_axis: str | None,
     phase_axis: str | None,
+    channel_slots: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, tuple[int, int], str, str]:
     """Map each (group, angle-major slot) to a flat frame number of the file.
+
+    ``channel_slots`` (from the OME channel names, `mlsim_live.io.ome_channels`) gives the
+    angle-major slot of each channel of the ``C`` axis; it is used when no angle/phase axes are
+    given or named ``A``/``P``.
 
     Returns
     -------
     index : ndarray of int64, shape (T, 9)
         File frame of each angle-major slot of each group.
     frame_shape : (H, W)
-    layout : {"axes", "plain"}
+    layout : {"axes", "channels", "plain"}
     order : str
         ``"axes"`` for the axes layout, else the plain order used.
     """
@@ -48,6 +53,10 @@ def _frame_index(
         index = _index_by_axes(path, lead_axes, lead_shape, full_axes, full_shape, a_dim, p_dim)
         _check_no_planar_samples(path, lead_axes, lead_shape)
         return index, frame_shape, "axes", "axes"
+    if channel_slots is not None:
+        index = _index_by_channel(path, lead_axes, lead_shape, full_axes, channel_slots)
+        _check_no_planar_samples(path, lead_axes, lead_shape)
+        return index, frame_shape, "channels", "channels"
     index = _index_plain(path, lead_axes, lead_shape, frame_shape, order)
     return index, frame_shape, "plain", order
 
@@ -128,6 +137,36 @@ def _index_by_axes(
             for k, i in enumerate(other):
                 multi[i] = other_idx[k]
             index[:, a * N_PHASES + p] = np.ravel_multi_index(multi, lead_shape)
+    return index
+
+
+def _index_by_channel(
+    path: Path,
+    lead_axes: str,
+    lead_shape: tuple[int, ...],
+    full_axes: str,
+    channel_slots: tuple[int, ...],
+) -> np.ndarray:
+    """Frame index when the 9 channels of axis ``C`` are the patterns; other axes are groups."""
+    hits = [i for i, a in enumerate(lead_axes) if a == "C"]
+    if len(hits) != 1 or lead_shape[hits[0]] != len(channel_slots):
+        size = lead_shape[hits[0]] if len(hits) == 1 else 0
+        raise MLSimError(
+            f"{path}: {len(channel_slots)} SIM pattern channel names but a channel axis of "
+            f"{size} in axes {full_axes}; expected a channel axis C of {GROUP_SIZE}"
+        )
+    c_dim = hits[0]
+    other = [i for i in range(len(lead_axes)) if i != c_dim]
+    other_shape = [lead_shape[i] for i in other]
+    n_groups = int(np.prod(other_shape)) if other else 1
+    other_idx = np.unravel_index(np.arange(n_groups), other_shape) if other else ()
+    index = np.zeros((n_groups, GROUP_SIZE), dtype=np.int64)
+    for channel, slot in enumerate(channel_slots):
+        multi: list[Any] = [None] * len(lead_axes)
+        multi[c_dim] = np.full(n_groups, channel)
+        for k, i in enumerate(other):
+            multi[i] = other_idx[k]
+        index[:, slot] = np.ravel_multi_index(multi, lead_shape)
     return index
 
 
