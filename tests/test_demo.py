@@ -176,6 +176,17 @@ def test_cli_live_checks_exposure_before_touching_the_core(tmp_path, capsys, mm_
     assert not list(tmp_path.iterdir())
 
 
+def test_cli_demo_stages_option(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["demo", "--headless", "--groups", "2", "--size", "32", "--method", "widefield"]
+    assert main([*args, "--out", str(out), "--stages", "1"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "demo_1_summary.json").read_text())["stages"] == 1
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "refused"), "--stages", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stages" in err[0]
+
+
 def test_cli_demo_bad_input(tmp_path, capsys):
     assert main(["demo", "--headless", "--groups", "0", "--out", str(tmp_path)]) == 2
     assert main(["demo", "--headless", "--sample", "cats", "--out", str(tmp_path)]) == 2

@@ -542,3 +542,21 @@ def test_viewer_screenshot_at_the_end(tmp_path: Path, patched_reconstructor, mon
     assert main([*args, "--screenshot", str(shot)]) == 0, capsys.readouterr().err
     assert shot.stat().st_size > 0
     assert (tmp_path / "out" / "plain_sr.tif").is_file()
+
+
+def test_cli_stages_option_reaches_the_worker(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, raw_groups(2).reshape(-1, SIZE, SIZE), metadata=None)
+    out = tmp_path / "out"
+    base = ["replay", str(path), "--out", str(out), "--headless", "--method", "widefield"]
+    assert main([*base, "--stages", "1"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "plain_summary.json").read_text())["stages"] == 1
+    capsys.readouterr()
+    # widefield has no prepare/finish stages: a one-line refusal, no output
+    refused = tmp_path / "refused"
+    args = ["replay", str(path), "--out", str(refused), "--headless", "--method", "widefield"]
+    assert main([*args, "--stages", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stages" in err[0]
+    assert not refused.exists() or not any(refused.glob("plain_*"))
+    assert main([*base, "--stages", "3", "--overwrite"]) == 2

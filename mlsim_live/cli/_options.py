@@ -41,6 +41,19 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stages_option(p: argparse.ArgumentParser) -> None:
+    """``--stages`` of the live-path commands (demo, live, replay)."""
+    p.add_argument(
+        "--stages",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="2: prepare the next group (the Wiener prior) while the network infers the current "
+        "one (default for rcan and wiener-rcan); 1: one group at a time (lower latency on "
+        "2 cores, where ONNX Runtime already fills both)",
+    )
+
+
 def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The method, and the model file of a learned method (its shipped model when none is
     given)."""

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mlsim_live.cli._options import add_engine_option, add_method_option
+from mlsim_live.cli._options import add_engine_option, add_method_option, add_stages_option
 from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default="demo", help="dataset name prefix (default demo)")
     p.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
     add_method_option(p)
+    add_stages_option(p)
     p.add_argument("--size", type=int, default=512, help="camera frame size N (default 512)")
     p.add_argument(
         "--policy",
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         sample=args.sample,
         seed=args.seed,
         trust=args.trust,
+        stages=args.stages,
     )
     if args.engine == "pymmcore-plus":
         from mlsim_live.live.plus_demo import PlusDemoRun

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.cli._options import add_engine_option, add_method_option
+from mlsim_live.cli._options import add_engine_option, add_method_option, add_stages_option
 from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", type=Path, help="ONNX model (default: the shipped model)")
     add_method_option(p)
+    add_stages_option(p)
     p.add_argument(
         "--policy",
         choices=POLICIES,
@@ -153,12 +154,22 @@ def known_optics(args: argparse.Namespace, core: Any) -> Any:
     return resolve_optics(options, OpticsValues(pixel_size_um=calibrated or None))
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse inconsistent options (one line) before anything is connected or changed."""
+    from mlsim_live.errors import MLSimError
+
+    if args.config is not None and args.java:
+        raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
+    if args.time_points is not None and args.time_points < 1:
+        raise MLSimError(f"--time-points {args.time_points}; expected at least 1")
+    check_engine_options(args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, acquire and reconstruct; print the outputs and figures."""
     from mlsim_live.cli._options import live_method_and_model
     from mlsim_live.cli._summary import print_summary
     from mlsim_live.cli._viewer import run_acquisition_with_viewer, show_viewer
-    from mlsim_live.errors import MLSimError
     from mlsim_live.live.acquire import (
         AcquisitionSettings,
         SIMAcquisition,
@@ -168,11 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from mlsim_live.live.processor import SIMProcessor
     from mlsim_live.sim.optics import OpticsValues, resolve_optics
 
-    if args.config is not None and args.java:
-        raise MLSimError("--config is for --mm-app-path; with --java Micro-Manager has its own")
-    if args.time_points is not None and args.time_points < 1:
-        raise MLSimError(f"--time-points {args.time_points}; expected at least 1")
-    check_engine_options(args)
+    _check_options(args)
     # Every option is checked before anything on the microscope is changed.
     settings = AcquisitionSettings(
         groups=args.time_points,
@@ -213,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         optics=optics,
         frame_shape=frame_shape,
         trust=args.trust,
+        stages=args.stages,
     )
     acquisition: Any
     if args.engine == "pymmcore-plus":

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlsim_live.cli._options import add_method_option
+from mlsim_live.cli._options import add_method_option, add_stages_option
 from mlsim_live.constants import ORDERS
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", help="output stem (default: the input's name)")
     add_method_option(p)
+    add_stages_option(p)
     p.add_argument("--model", type=Path, metavar="PATH", help="ONNX model for --method rcan")
     p.add_argument(
         "--order",
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         offset_adu=args.offset,
         overwrite=args.overwrite,
         trust=args.trust,
+        stages=args.stages,
     )
     replay_run = ReplayRun(settings)
     summary: Mapping[str, Any]

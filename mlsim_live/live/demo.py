@@ -152,6 +152,8 @@ class DemoSettings(AcquisitionSettings):
         Also map the newest reconstruction's trust on its own low-priority thread (see
         `SIMProcessor`): ``<name>_trust.tif``, ``.png`` and ``.json`` beside the SR file, and
         ``trust_flagged_fraction`` in the summary.
+    stages : {1, 2} or None
+        Worker stages (see `mlsim_live.live.pipeline.Pipeline`); None: the default.
 
     The acquisition fields keep their meaning with demo defaults: ``groups`` 20, ``exposure_ms``
     10 (required: it is set on the DemoCamera), ``name`` ``"demo"``, and ``pattern_group`` the
@@ -170,6 +172,7 @@ class DemoSettings(AcquisitionSettings):
     sample: str = "mixture"
     seed: int = 0
     trust: bool = False
+    stages: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -280,6 +283,7 @@ class DemoRun:
             optics=self.optics.params.optics,
             frame_shape=(settings.size, settings.size),
             trust=settings.trust,
+            stages=settings.stages,
         )
 
     def stop(self) -> None:

@@ -261,6 +261,8 @@ class ReplaySettings:
         Also map every reconstruction's trust (`mlsim_live.trust`, on its own low-priority
         thread) into ``<name>_trust.tif``, ``.png`` and ``.json``; the summary gains
         ``trust_flagged_fraction``.
+    stages : {1, 2} or None
+        Worker stages (see `mlsim_live.live.pipeline.Pipeline`); None: the default.
     """
 
     input: Path
@@ -279,6 +281,7 @@ class ReplaySettings:
     offset_adu: float | None = None
     overwrite: bool = False
     trust: bool = False
+    stages: int | None = None
 
     def __post_init__(self) -> None:
         check_fps(self.fps)
@@ -349,6 +352,7 @@ class ReplayRun:
                 policy=s.effective_policy,
                 pixel_size_um=self.source.pixel_size_um,
                 simulated=self.source.simulated,
+                stages=s.stages,
             )
         except BaseException:
             self.source.close()
