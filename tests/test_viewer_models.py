@@ -92,6 +92,7 @@ def test_the_trust_mailbox_keeps_the_newest_map_and_notifies_once_per_batch() ->
     assert box.put(maps[2]) is False
     assert box.take() is maps[2]
     assert box.take() is None
+    assert box.counts() == (3, 1, 2)  # put, taken, replaced before they were taken
     assert box.put(maps[0]) is True
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtCore import QObject, Signal
 
+from mlsim_live.live.newest import Newest
 from mlsim_live.live.results import GroupResult
 from mlsim_live.napari.layers import META_KEY, LayerData, RawGeometry, group_image_layer
 
@@ -74,10 +75,8 @@ class LiveSRLayer(QObject):
         self.side_by_side = side_by_side
         self.auto_contrast = auto_contrast
         self._lock = threading.Lock()
-        self._latest: GroupResult | None = None
-        self._pending = False
+        self._newest: Newest[GroupResult] = Newest()
         self._closed = False
-        self._received = 0
         self._shown = 0
         self._shown_index: int | None = None
         # emitted from the worker thread: Qt queues the call to this object's (the GUI) thread
@@ -86,12 +85,7 @@ class LiveSRLayer(QObject):
     # -- pipeline side (any thread) ------------------------------------------------------------
     def on_result(self, result: GroupResult) -> None:
         """Keep ``result`` as the newest and notify the GUI once (thread-safe, never blocks)."""
-        with self._lock:
-            self._latest = result
-            self._received += 1
-            notify = not self._pending
-            self._pending = True
-        if notify:
+        if self._newest.put(result):
             self._ready.emit()
 
     def close(self) -> None:
@@ -105,10 +99,7 @@ class LiveSRLayer(QObject):
     # -- GUI side ----------------------------------------------------------------------------
     def take(self) -> GroupResult | None:
         """The newest result not shown yet, or None; clears the pending notification."""
-        with self._lock:
-            result, self._latest = self._latest, None
-            self._pending = False
-        return result
+        return self._newest.take()
 
     def _show(self) -> None:
         result = self.take()
@@ -187,8 +178,7 @@ class LiveSRLayer(QObject):
     @property
     def n_received(self) -> int:
         """Results handed to `on_result`."""
-        with self._lock:
-            return self._received
+        return self._newest.counts()[0]
 
     @property
     def n_shown(self) -> int:
@@ -199,8 +189,7 @@ class LiveSRLayer(QObject):
     @property
     def n_coalesced(self) -> int:
         """Results replaced by a newer one before the GUI showed them."""
-        with self._lock:
-            return self._received - self._shown - (1 if self._latest is not None else 0)
+        return self._newest.counts()[2]
 
     @property
     def shown_index(self) -> int | None:

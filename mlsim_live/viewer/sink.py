@@ -8,6 +8,7 @@ from collections import deque
 
 from pyqtgraph.Qt import QtCore
 
+from mlsim_live.live.newest import Newest
 from mlsim_live.live.results import GroupResult
 
 # Window over which the SR frame rate is measured.
@@ -40,23 +41,16 @@ class ViewerSink(QtCore.QObject):
     def __init__(self, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
         self._lock = threading.Lock()
-        self._latest: GroupResult | None = None
-        self._pending = False
+        self._newest: Newest[GroupResult] = Newest()
         self._closed = False
         self._arrivals: deque[float] = deque(maxlen=_RATE_SAMPLES)
-        self._received = 0
-        self._taken = 0
 
     # -- worker side -------------------------------------------------------------------------
     def on_result(self, result: GroupResult) -> None:
         """Store ``result`` as the newest and notify the viewer (thread-safe, non-blocking)."""
         with self._lock:
-            self._latest = result
-            self._received += 1
             self._arrivals.append(time.monotonic())
-            notify = not self._pending
-            self._pending = True
-        if notify:
+        if self._newest.put(result):
             self.result_ready.emit()
 
     def close(self) -> None:
@@ -70,12 +64,7 @@ class ViewerSink(QtCore.QObject):
     # -- GUI side ----------------------------------------------------------------------------
     def take(self) -> GroupResult | None:
         """Return the newest result not taken yet, or None; clear the pending notification."""
-        with self._lock:
-            result, self._latest = self._latest, None
-            self._pending = False
-            if result is not None:
-                self._taken += 1
-        return result
+        return self._newest.take()
 
     def sr_fps(self, now: float | None = None) -> float | None:
         """Rate at which reconstructions arrived over the last 10 s, or None with fewer than 2."""
@@ -95,11 +84,9 @@ class ViewerSink(QtCore.QObject):
     @property
     def n_received(self) -> int:
         """Number of results handed to `on_result`."""
-        with self._lock:
-            return self._received
+        return self._newest.counts()[0]
 
     @property
     def n_coalesced(self) -> int:
         """Results replaced by a newer one before the viewer took them (never displayed)."""
-        with self._lock:
-            return self._received - self._taken - (1 if self._latest is not None else 0)
+        return self._newest.counts()[2]

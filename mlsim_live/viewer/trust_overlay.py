@@ -3,10 +3,11 @@ GUI thread, its colours and its status-bar text."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from mlsim_live.live.newest import Newest
 
 
 @dataclass(frozen=True)
@@ -28,30 +29,9 @@ class TrustMap:
     flagged_fraction: float
 
 
-class NewestTrust:
-    """A one-slot mailbox: the trust thread puts maps, the GUI thread takes the newest.
-
-    A map put before the previous one was taken replaces it, so the GUI never falls behind
-    and is notified once per batch of maps (`put` says when to notify).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: TrustMap | None = None
-
-    def put(self, trust_map: TrustMap) -> bool:
-        """Keep ``trust_map`` as the newest (never blocks for long); return True when the slot
-        was empty, i.e. the GUI thread has not yet been told that a map waits."""
-        with self._lock:
-            was_empty = self._waiting is None
-            self._waiting = trust_map
-        return was_empty
-
-    def take(self) -> TrustMap | None:
-        """The newest map put since the last `take`, or None."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, None
-        return waiting
+class NewestTrust(Newest[TrustMap]):
+    """The one-slot mailbox (`mlsim_live.live.newest.Newest`) between the trust thread, which
+    puts maps, and the GUI thread, which takes the newest."""
 
 
 def trust_rgba(trust: np.ndarray) -> np.ndarray:
