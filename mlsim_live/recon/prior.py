@@ -73,24 +73,26 @@ def coarse_part(image: np.ndarray, sigma_px: float) -> np.ndarray:
     b = max(1, int(sigma_px // 2))
     hp, wp = -(-h // b) * b, -(-w // b) * b
     padded = np.pad(img, ((0, hp - h), (0, wp - w)), mode="reflect") if (hp, wp) != (h, w) else img
-    small = padded.reshape(hp // b, b, wp // b, b).mean(axis=(1, 3))
-    small = ndimage.gaussian_filter(small, sigma_px / b, mode="reflect")
+    small = padded.reshape(hp // b, b, wp).sum(axis=1).reshape(hp // b, wp // b, b).sum(axis=2)
+    small *= np.float32(1.0 / (b * b))
+    small = ndimage.gaussian_filter(small, sigma_px / b, mode="reflect").astype(np.float32)
     # back to the full grid, block centres aligned: separable linear interpolation
-    return (
-        _linear_weights(h, b, small.shape[0]) @ small @ _linear_weights(w, b, small.shape[1]).T
-    ).astype(np.float32)
+    # (columns first: the gathers along rows then copy whole contiguous rows)
+    return _interpolate_axis(_interpolate_axis(small, w, b, axis=1), h, b, axis=0)
 
 
-def _linear_weights(n: int, b: int, m: int) -> np.ndarray:
-    """``(n, m)`` matrix interpolating ``m`` block centres (block size ``b``) to ``n`` pixels."""
+def _interpolate_axis(values: np.ndarray, n: int, b: int, axis: int) -> np.ndarray:
+    """Linear interpolation of block centres (block size ``b``) along ``axis`` to ``n`` pixels
+    (two gathers and a blend: the sparse form of a ``(n, m)`` interpolation matrix)."""
+    m = values.shape[axis]
     pos = np.clip((np.arange(n) + 0.5) / b - 0.5, 0, m - 1)
-    lo = np.floor(pos).astype(int)
+    lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, m - 1)
-    frac = (pos - lo).astype(np.float32)
-    weights = np.zeros((n, m), np.float32)
-    weights[np.arange(n), lo] += 1 - frac
-    weights[np.arange(n), hi] += frac
-    return weights
+    shape = [1, 1]
+    shape[axis] = n
+    frac = (pos - lo).astype(np.float32).reshape(shape)
+    low = np.take(values, lo, axis=axis)
+    return low + frac * (np.take(values, hi, axis=axis) - low)
 
 
 def keep_measured_background(
