@@ -10,6 +10,7 @@ from mlsim_live.errors import MLSimError  # noqa: E402
 from mlsim_live.model.rcan import (  # noqa: E402
     PRESETS,
     RCAN,
+    ChannelAttention,
     RCANConfig,
     build_model,
     count_parameters,
@@ -90,3 +91,37 @@ def test_config_roundtrip_and_errors() -> None:
         preset_config("huge")
     with pytest.raises(MLSimError, match="unknown RCAN config keys"):
         RCANConfig.from_dict({**cfg.to_dict(), "depth": 3})
+
+
+def _conv_macs_per_camera_pixel(model: RCAN) -> int:
+    # every convolution of a "shuffle" model runs on the camera grid: its weights are its
+    # multiply-adds per camera pixel
+    return sum(int(m.weight.numel()) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_prior_fast_is_the_prior_model_shaped_for_the_live_rate() -> None:
+    fast, prior = preset_config("prior-fast"), preset_config("prior")
+    assert fast.prior == prior.prior == "wiener" and fast.in_channels == prior.in_channels == 13
+    assert fast.upsampler == prior.upsampler == "shuffle"
+    ratio = _conv_macs_per_camera_pixel(build_model(prior)) / _conv_macs_per_camera_pixel(
+        build_model(fast)
+    )
+    assert 3.5 < ratio < 5.0  # about 4x fewer multiply-adds per group
+    assert not fast.attention and prior.attention
+    out = build_model(fast).eval()(torch.randn(1, 13, 12, 10))
+    assert out.shape == (1, 1, 24, 20)
+
+
+def test_blocks_without_channel_attention() -> None:
+    cfg = RCANConfig(1, 2, 8, scale=2, upsampler="shuffle", attention=False)
+    model = RCAN(cfg)
+    assert not any(isinstance(m, ChannelAttention) for m in model.modules())
+    with_attention = RCAN(RCANConfig(1, 2, 8, scale=2, upsampler="shuffle"))
+    assert count_parameters(model) < count_parameters(with_attention)
+    assert RCANConfig.from_dict(cfg.to_dict()) == cfg
+    # cards written before the option existed hold no "attention": channel attention, as then
+    old = {k: v for k, v in with_attention.config.to_dict().items() if k != "attention"}
+    assert RCANConfig.from_dict(old).attention is True
+    block = model.groups[0].blocks[0]
+    x = torch.randn(1, 8, 6, 6)
+    assert torch.allclose(block(x), x + block.conv2(torch.relu(block.conv1(x))))

@@ -29,7 +29,8 @@ def register(subparsers: Any) -> None:
         "--preset",
         default=None,
         help="architecture: fast (default, end-to-end), prior (refines the Wiener "
-        "reconstruction), paper, tiny, prior-tiny",
+        "reconstruction), prior-fast (the same, shaped for the live rate on a CPU), paper, "
+        "tiny, prior-tiny",
     )
     p.add_argument("--steps", type=int, default=None, help="total optimizer steps (10000)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
