@@ -109,6 +109,24 @@ def tiny_prior_int8(tmp_path_factory):
     return path, entry
 
 
+def test_bench_live_rows_say_which_precision_ran(tiny_prior_int8, tmp_path, capsys):
+    from mlsim_live.cli import main
+
+    path, _ = tiny_prior_int8
+    out = tmp_path / "live.json"
+    args = ["bench", "--live", "--method", "wiener-rcan", "--model", str(path), "--size", "32"]
+    args += ["--groups", "2", "--policy", "all", "--frame-ms", "1", "--stages", "1"]
+    assert main([*args, "--precision", "fp32", "--json", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["precision"] == "fp32"
+    if prec.int8_unsupported() is None:
+        assert main([*args, "--precision", "int8", "--json", str(out), "--overwrite"]) == 0
+        report = json.loads(out.read_text())
+        assert report["precision"] == "int8" and "int8" in report["model"]
+    wide = ["bench", "--live", "--method", "widefield", "--size", "32", "--groups", "2"]
+    assert main([*wide, "--frame-ms", "1", "--json", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["precision"] is None  # no network, no precision
+
+
 @pytest.mark.slow
 def test_int8_copy_is_recorded_and_stays_within_the_cards_tolerance(tiny_prior_int8, cpu):
     from mlsim_live.evaluation import held_out_set

@@ -109,6 +109,8 @@ def _live_run(
         "policy": policy,
         "model": summary["model"],
         "provider": summary["provider"],
+        # what the learned model ran in (after --precision auto chose); None: no network
+        "precision": getattr(reconstructor, "precision", None),
         "stages": summary["stages"],
         "hook_ms": summary["hook_ms"],
         "latency_ms": summary["latency_ms"],
