@@ -196,6 +196,26 @@ def test_coarse_part_matches_a_gaussian_filter_away_from_borders():
 
 
 _SHIPPED = Path(__file__).resolve().parents[1] / "models" / "wiener_rcan_default.onnx"
+_LARGE = _SHIPPED.with_name("wiener_rcan_large.onnx")
+
+
+@pytest.mark.skipif(not _LARGE.is_file(), reason="the large wiener-rcan model is not installed")
+def test_the_large_prior_model_ships_beside_the_default_and_runs_with_model():
+    """The previous default (2 x 4 x 32 with channel attention) stays available through
+    ``--model``: its card matches its file, and it is a prior-fed model the method accepts."""
+    import hashlib
+
+    from mlsim_live.model.rcan import preset_config
+
+    card = json.loads(_LARGE.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(_LARGE.read_bytes()).hexdigest()
+    assert card["architecture"]["prior"] == "wiener" and card["architecture"]["n_feats"] == 32
+    default = json.loads(_SHIPPED.with_suffix(".json").read_text())["architecture"]
+    assert default["n_feats"] == preset_config("prior-fast").n_feats
+    model = make_reconstructor("wiener-rcan", model=_LARGE, optics=OPTICS)
+    assert model.name == "wiener-rcan:wiener_rcan_large.onnx"
+    group = simulate_group(SIMParams(optics=OPTICS), "filaments", 48, seed=3).raw
+    assert model.reconstruct(group).shape == (96, 96)
 
 
 @pytest.mark.skipif(not _SHIPPED.is_file(), reason="the wiener-rcan model is not installed")
@@ -212,7 +232,11 @@ def test_shipped_wiener_rcan_beats_wiener_against_simulated_ground_truth():
 
     wiener = make_reconstructor("wiener", optics=OPTICS)
     model = make_reconstructor("wiener-rcan", optics=OPTICS)
-    assert model.name == "wiener-rcan:wiener_rcan_default.onnx"
+    # auto: the int8 copy its card records as accurate, where the CPU has 8-bit dot products
+    from mlsim_live.engine import precision as prec
+
+    int8 = prec.int8_unsupported() is None
+    assert model.name == f"wiener-rcan:wiener_rcan_default{'.int8' if int8 else ''}.onnx"
     for photons in (100.0, 300.0):
         for seed in range(3):
             params = SIMParams(optics=OPTICS, signal=Signal(peak_photons=photons))
