@@ -115,48 +115,36 @@ class RCANConfig:
         return cls(**values)
 
 
+def _prior_fed(n_resgroups: int, n_resblocks: int, n_feats: int, **kw: Any) -> RCANConfig:
+    """A prior-fed architecture: the 9 frames and the 4-channel Wiener prior in, 2x out
+    through the cheap shuffle tail."""
+    return RCANConfig(
+        n_resgroups,
+        n_resblocks,
+        n_feats,
+        scale=2,
+        upsampler="shuffle",
+        in_channels=GROUP_CHANNELS + 4,
+        prior="wiener",
+        **kw,
+    )
+
+
 #: Named architectures. ``paper`` is ML-SIM's published network (3 x 10 x 96, output on the
-#: input grid); ``fast`` is the shipped default, sized for one 512 x 512 group in about 0.5 s
-#: with ONNX Runtime on 2 CPU cores; ``tiny`` is for tests.
+#: input grid); ``fast`` is the shipped end-to-end model, sized for one 512 x 512 group in about
+#: 0.3 s with ONNX Runtime on 2 CPU cores; ``tiny`` is for tests. The ``prior`` family refines
+#: the Wiener reconstruction (see PRIORS): ``prior`` is the large one (2 x 4 x 32),
+#: ``prior-fast`` the shipped default, shaped for the live rate on a CPU (16 features, one
+#: AVX-512 register of fp32, and no channel attention: 3.9x fewer multiply-adds).
 PRESETS: dict[str, RCANConfig] = {
     "paper": RCANConfig(n_resgroups=3, n_resblocks=10, n_feats=96, scale=1),
     "fast": RCANConfig(n_resgroups=2, n_resblocks=2, n_feats=32, scale=2, upsampler="shuffle"),
     "tiny": RCANConfig(
         n_resgroups=1, n_resblocks=1, n_feats=8, scale=2, reduction=4, upsampler="shuffle"
     ),
-    # physics-informed: refines the Wiener reconstruction (see PRIORS)
-    "prior": RCANConfig(
-        n_resgroups=2,
-        n_resblocks=4,
-        n_feats=32,
-        scale=2,
-        upsampler="shuffle",
-        in_channels=GROUP_CHANNELS + 4,
-        prior="wiener",
-    ),
-    # prior-fed and shaped for the live rate on a CPU: 16 features (one AVX-512 register of
-    # fp32), 2 x 4 blocks without channel attention, about 4x fewer multiply-adds than "prior"
-    "prior-fast": RCANConfig(
-        n_resgroups=2,
-        n_resblocks=4,
-        n_feats=16,
-        scale=2,
-        reduction=4,
-        upsampler="shuffle",
-        in_channels=GROUP_CHANNELS + 4,
-        prior="wiener",
-        attention=False,
-    ),
-    "prior-tiny": RCANConfig(
-        n_resgroups=1,
-        n_resblocks=1,
-        n_feats=8,
-        scale=2,
-        reduction=4,
-        upsampler="shuffle",
-        in_channels=GROUP_CHANNELS + 4,
-        prior="wiener",
-    ),
+    "prior": _prior_fed(2, 4, 32),
+    "prior-fast": _prior_fed(2, 4, 16, reduction=4, attention=False),
+    "prior-tiny": _prior_fed(1, 1, 8, reduction=4),
 }
 
 
