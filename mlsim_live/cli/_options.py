@@ -54,6 +54,19 @@ def add_stages_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_live_outputs(p: argparse.ArgumentParser) -> None:
+    """``--screenshot``, ``--overwrite`` and ``--trust`` of the acquiring commands (demo, live)."""
+    p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="also map the newest reconstruction's trust (on its own low-priority thread, never "
+        "delaying reconstruction or acquisition) into <name>_trust.tif, .png and .json beside "
+        "the SR file; the summary gains trust_flagged_fraction",
+    )
+
+
 def method_and_model(args: argparse.Namespace) -> tuple[str, Path | None]:
     """The method, and the model file of a learned method (its shipped model when none is
     given)."""

@@ -6,7 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from mlsim_live.cli._options import add_engine_option, add_method_option, add_stages_option
+from mlsim_live.cli._options import (
+    add_engine_option,
+    add_live_outputs,
+    add_method_option,
+    add_stages_option,
+)
 from mlsim_live.constants import POLICIES
 
 log = logging.getLogger(__name__)
@@ -53,15 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sample", default="mixture", help="simulated sample kind (default mixture)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated sample and noise")
-    p.add_argument("--screenshot", type=Path, help="save a picture of the viewer at the end")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot")
-    p.add_argument(
-        "--trust",
-        action="store_true",
-        help="also map the newest reconstruction's trust (on its own low-priority thread, never "
-        "delaying reconstruction or acquisition) into <name>_trust.tif, .png and .json beside "
-        "the SR file; the summary gains trust_flagged_fraction",
-    )
+    add_live_outputs(p)
     p.set_defaults(func=run)
 
 
