@@ -96,6 +96,16 @@ def test_the_trust_mailbox_keeps_the_newest_map_and_notifies_once_per_batch() ->
     assert box.put(maps[0]) is True
 
 
+def test_the_mailbox_says_once_that_the_producer_is_done() -> None:
+    box = NewestTrust()
+    assert not box.closed
+    assert box.close() is True  # the first close: tell the consumer
+    assert box.close() is False  # idempotent: no second "finished"
+    assert box.closed
+    box.put(TrustMap(0, np.zeros(1), 0.0))  # a late item is still handed over
+    assert box.take() is not None
+
+
 def test_the_trust_mailbox_loses_no_notification_across_threads() -> None:
     box = NewestTrust()
     notified: list[int] = []

@@ -15,7 +15,7 @@ class Newest(Generic[T]):
 
     An item put before the previous one was taken replaces it, so the consumer never falls
     behind and is notified once per batch of items (`put` says when to notify). It also counts
-    what went through it (`counts`).
+    what went through it (`counts`) and remembers when the producer said it is done (`close`).
     """
 
     def __init__(self) -> None:
@@ -23,6 +23,7 @@ class Newest(Generic[T]):
         self._waiting: T | None = None
         self._put = 0
         self._taken = 0
+        self._closed = False
 
     def put(self, item: T) -> bool:
         """Keep ``item`` as the newest (never blocks for long); return True when the slot was
@@ -40,6 +41,18 @@ class Newest(Generic[T]):
             if waiting is not None:
                 self._taken += 1
         return waiting
+
+    def close(self) -> bool:
+        """The producer is done; True the first time (the caller then tells the consumer once)."""
+        with self._lock:
+            first, self._closed = not self._closed, True
+        return first
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called."""
+        with self._lock:
+            return self._closed
 
     def counts(self) -> tuple[int, int, int]:
         """``(put, taken, coalesced)`` at one instant: items put, items taken, and items

@@ -76,7 +76,6 @@ class LiveSRLayer(QObject):
         self.auto_contrast = auto_contrast
         self._lock = threading.Lock()
         self._newest: Newest[GroupResult] = Newest()
-        self._closed = False
         self._shown = 0
         self._shown_index: int | None = None
         # emitted from the worker thread: Qt queues the call to this object's (the GUI) thread
@@ -90,11 +89,8 @@ class LiveSRLayer(QObject):
 
     def close(self) -> None:
         """No more results (thread-safe, idempotent); emits ``finished``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self.finished.emit()
+        if self._newest.close():
+            self.finished.emit()
 
     # -- GUI side ----------------------------------------------------------------------------
     def take(self) -> GroupResult | None:
@@ -172,8 +168,7 @@ class LiveSRLayer(QObject):
     @property
     def closed(self) -> bool:
         """True once the pipeline closed the sink."""
-        with self._lock:
-            return self._closed
+        return self._newest.closed
 
     @property
     def n_received(self) -> int:

@@ -42,7 +42,6 @@ class ViewerSink(QtCore.QObject):
         super().__init__(parent)
         self._lock = threading.Lock()
         self._newest: Newest[GroupResult] = Newest()
-        self._closed = False
         self._arrivals: deque[float] = deque(maxlen=_RATE_SAMPLES)
 
     # -- worker side -------------------------------------------------------------------------
@@ -55,11 +54,8 @@ class ViewerSink(QtCore.QObject):
 
     def close(self) -> None:
         """Tell the viewer that the pipeline has finished (thread-safe, idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self.finished.emit()
+        if self._newest.close():
+            self.finished.emit()
 
     # -- GUI side ----------------------------------------------------------------------------
     def take(self) -> GroupResult | None:
@@ -78,8 +74,7 @@ class ViewerSink(QtCore.QObject):
     @property
     def closed(self) -> bool:
         """True once the pipeline has called `close`."""
-        with self._lock:
-            return self._closed
+        return self._newest.closed
 
     @property
     def n_received(self) -> int:
