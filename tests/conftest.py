@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +68,35 @@ class FakeReconstructor:
             raise RuntimeError(f"deliberate failure on call {call}")
         mean = group.mean(axis=0, dtype=np.float32)
         return np.repeat(np.repeat(mean, 2, axis=0), 2, axis=1)
+
+
+@pytest.fixture(autouse=True)
+def qt_garbage_freed_in_main_thread(request):
+    """After a Qt test, destroy its closed widgets and collect their garbage here, in the main
+    thread.
+
+    pytest-qt closes a test's widgets and calls ``deleteLater``, which Qt carries out at some
+    later event processing, and PyQt frees the slot objects of the deleted widgets with
+    another ``deleteLater``. Left alone, a window of one test was destroyed during the next
+    test, or its Python side freed by the cycle collector in a pipeline thread of a later test
+    (the segmentation fault once seen in tests/test_trust_viewer.py). Flushing deferred
+    deletions twice and collecting here makes every Qt test end with its objects gone.
+    """
+    yield
+    uses_qt = request.node.get_closest_marker("qt") is not None or bool(
+        {"qtbot", "qapp"} & set(request.fixturenames)
+    )
+    if not uses_qt or "PyQt5.QtWidgets" not in sys.modules:
+        return
+    from PyQt5 import QtCore, QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        return
+    for _ in range(2):  # the widgets, then the slot objects PyQt deletes after them
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+        app.processEvents()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

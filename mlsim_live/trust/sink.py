@@ -167,9 +167,10 @@ class TrustSink:
             self.figures.append(result.figures)
             self.indices.append(index)
             self.latest = (index, result.figures)
-            if self.on_map is not None:
+            on_map = self.on_map  # read once: the viewer may detach it meanwhile
+            if on_map is not None:
                 try:
-                    self.on_map(index, key, result)
+                    on_map(index, key, result)
                 except Exception:  # the viewer's problem must not stop the maps
                     log.exception("trust overlay callback failed")
 

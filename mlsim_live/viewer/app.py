@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
 from mlsim_live.errors import MLSimError
+from mlsim_live.viewer.gui_gc import gui_thread_gc
 from mlsim_live.viewer.sink import ViewerSink
 from mlsim_live.viewer.snapshot import PICTURE_SUFFIXES
 from mlsim_live.viewer.window import SIMViewer, StatsFn
@@ -214,7 +215,9 @@ class _ViewerLoop:
             self.finish()
 
     def run(self, poll_ms: int) -> None:
-        """Run the event loop until the window closes; Ctrl+C closes it; re-raise an error."""
+        """Run the event loop until the window closes; Ctrl+C closes it; re-raise an error.
+
+        Meanwhile Python's cycle collector runs only in this thread (`gui_thread_gc`)."""
         window = self.window
         loop = QtCore.QEventLoop()
         timer = QtCore.QTimer()
@@ -234,7 +237,8 @@ class _ViewerLoop:
         timer.start()
         try:
             if not window.is_closed:
-                loop.exec_()
+                with gui_thread_gc():  # pipeline threads must not free Qt objects
+                    loop.exec_()
         finally:
             timer.stop()
             if previous_handler is not None:

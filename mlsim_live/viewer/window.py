@@ -355,14 +355,29 @@ class SIMViewer(QtWidgets.QMainWindow):
         """Show the maps of ``sink`` (a `mlsim_live.trust.sink.TrustSink` the pipeline feeds)
         as the trust overlay. ``controls``: the sink maps only while the overlay is on (the
         viewer's own sink); False: it maps regardless (a run's sink that writes the maps)."""
+        self._detach_trust()
         self._trust_sink = sink
         self._trust_controls = controls
         if controls:
             sink.enabled = self._trust_on
         sink.on_map = self._on_trust_map
 
+    def _detach_trust(self) -> None:
+        """Stop receiving the trust sink's maps.
+
+        The sink's callback is a bound method of this window: left in place it would keep the
+        window alive from the trust thread, and the window (with its Qt objects) would then be
+        freed by whichever thread next runs Python's cycle collector, which Qt does not allow.
+        """
+        sink = self._trust_sink
+        if sink is not None and sink.on_map == self._on_trust_map:
+            sink.on_map = None
+        self._trust_sink = None
+
     def _on_trust_map(self, index: int, key: Mapping[str, Any], result: Any) -> None:
         """Trust thread: keep the newest map and notify the GUI thread (never blocks)."""
+        if self._is_closed:
+            return
         trust_map = TrustMap(index, result.trust, float(result.figures.flagged_fraction))
         if self._trust_newest.put(trust_map):
             self.trust_ready.emit()
@@ -521,10 +536,12 @@ class SIMViewer(QtWidgets.QMainWindow):
         return self._is_closed
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # Qt override
-        """Stop the status timer, call ``on_close`` once and emit ``closed``."""
+        """Stop the status timer, let go of the trust sink, call ``on_close`` once and emit
+        ``closed``."""
         self._status_timer.stop()
         if not self._is_closed:
             self._is_closed = True
+            self._detach_trust()
             if self.on_close is not None:
                 try:
                     self.on_close()
