@@ -71,6 +71,29 @@ class FakeReconstructor:
 
 
 @pytest.fixture(autouse=True)
+def no_thread_of_ours_outlives_its_test():
+    """Every ``mlsim-*`` thread a test started has ended when the test ends (after a grace of
+    a few seconds for threads that are finishing). A leaked pipeline thread keeps its memory
+    and its callbacks alive into later tests (a demo constructed but never run once did)."""
+    before = set(threading.enumerate())
+
+    def ours_left() -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t not in before and t.name.startswith("mlsim-") and t.is_alive()
+        ]
+
+    yield
+    deadline = time.monotonic() + 10.0
+    while ours_left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = ours_left()
+    if left:
+        pytest.fail(f"threads still running after the test: {sorted(t.name for t in left)}")
+
+
+@pytest.fixture(autouse=True)
 def qt_garbage_freed_in_main_thread(request):
     """After a Qt test, destroy its closed widgets and collect their garbage here, in the main
     thread.

@@ -101,7 +101,11 @@ def test_demo_run_saves_simulated_raw_and_sr(tmp_path, fake_reconstructor):
         assert json.loads(tif.pages[0].description)["simulated"] is True
     assert json.loads((tmp_path / "demo_1_summary.json").read_text())["raw_frames"] == 27
     # a second run never overwrites the first
-    assert DemoRun(settings, reconstructor=fake_reconstructor()).name == "demo_2"
+    second = DemoRun(settings, reconstructor=fake_reconstructor())
+    try:
+        assert second.name == "demo_2"
+    finally:
+        second.processor.close()  # its worker thread must not outlive the test
 
 
 def test_demo_stop_finishes_queued_groups(tmp_path, fake_reconstructor):
