@@ -9,11 +9,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
 import gc
 import threading
-import time
 import weakref
 
 import numpy as np
 import pytest
+from group_results import group_result
 
 pytest.importorskip("pytestqt")
 
@@ -126,24 +126,11 @@ def test_a_closed_window_is_freed_without_the_cycle_collector(
     it to whichever thread next runs the collector."""
     from pyqtgraph.Qt import QtCore, QtWidgets
 
-    from mlsim_live.live.results import GroupResult
     from mlsim_live.trust.sink import TrustSink
     from mlsim_live.viewer import SIMViewer, ViewerSink
 
     raw = np.random.default_rng(0).random((9, 32, 32), dtype=np.float32)
-    result = GroupResult(
-        index=0,
-        key={"time": 0},
-        raw=raw,
-        widefield=raw.mean(axis=0),
-        sr=np.ones((64, 64), np.float32),
-        latency_ms=1.0,
-        reconstruct_ms=1.0,
-        completed_at=time.time(),
-        reconstructor="wiener",
-        provider="numpy",
-        pixel_size_um=0.08,
-    )
+    result = group_result(raw, np.ones((64, 64), np.float32))
     trust = TrustSink(every=False)
     try:
         gc.collect()

@@ -15,7 +15,6 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,8 @@ import tifffile
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("npe2")
+
+from group_results import group_result  # noqa: E402
 
 from mlsim_live.cli import main  # noqa: E402
 from mlsim_live.io import write_tiff_atomic  # noqa: E402
@@ -269,19 +270,8 @@ def test_widget_reads_a_foreign_phase_major_layer_and_reports_bad_input(viewer, 
 def make_result(index: int, size: int = 16) -> GroupResult:
     rng = np.random.default_rng(index)
     raw = rng.integers(100, 1000, (9, size, size)).astype(np.uint16)
-    return GroupResult(
-        index=index,
-        key={"time": index},
-        raw=raw,
-        widefield=raw.mean(axis=0, dtype=np.float32),
-        sr=rng.random((2 * size, 2 * size), dtype=np.float32) + index,
-        latency_ms=10.0,
-        reconstruct_ms=5.0,
-        completed_at=time.time(),
-        reconstructor="fake",
-        provider="numpy",
-        pixel_size_um=0.1,
-    )
+    sr = rng.random((2 * size, 2 * size), dtype=np.float32) + index
+    return group_result(raw, sr, index, latency_ms=10.0, reconstruct_ms=5.0, reconstructor="fake")
 
 
 def test_live_layer_shows_the_newest_of_many_results(viewer, qtbot):

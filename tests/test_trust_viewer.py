@@ -6,10 +6,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
-import time
 
 import numpy as np
 import pytest
+from group_results import group_result
 
 from mlsim_live.live.results import GroupResult
 from mlsim_live.recon.wiener import WienerReconstructor
@@ -20,19 +20,7 @@ pytest.importorskip("pytestqt")
 
 
 def _result(index: int, raw: np.ndarray, sr: np.ndarray) -> GroupResult:
-    return GroupResult(
-        index=index,
-        key={"time": index},
-        raw=raw,
-        widefield=raw.mean(axis=0, dtype=np.float32),
-        sr=sr,
-        latency_ms=40.0,
-        reconstruct_ms=30.0,
-        completed_at=time.time(),
-        reconstructor="wiener",
-        provider="numpy",
-        pixel_size_um=0.08,
-    )
+    return group_result(raw, sr, index, pixel_size_um=0.08)
 
 
 @pytest.fixture(scope="module")

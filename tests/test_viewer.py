@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import tifffile
+from group_results import group_result
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.live.results import GroupResult
@@ -51,15 +52,11 @@ def make_result(
             pattern = 1 + 0.8 * np.cos(2 * np.pi * (ky * yy + kx * xx) + 2 * np.pi * p / 3)
             raw[3 * a + p] = np.round(100 + 500 * brightness * sample * pattern)
     sr = np.kron(sample, np.ones((2, 2))).astype(np.float32) * 500 * brightness
-    return GroupResult(
-        index=index,
-        key={"time": index},
-        raw=raw,
-        widefield=raw.mean(axis=0, dtype=np.float32),
-        sr=sr,
+    return group_result(
+        raw,
+        sr,
+        index,
         latency_ms=40.0 + index,
-        reconstruct_ms=30.0,
-        completed_at=time.time(),
         reconstructor="rcan:mlsim_default.onnx",
         provider="CPUExecutionProvider",
         pixel_size_um=pixel_size_um,

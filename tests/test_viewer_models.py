@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
+from group_results import group_result
 
 from mlsim_live.errors import MLSimError
 from mlsim_live.live.results import GroupResult
@@ -26,19 +26,9 @@ from mlsim_live.viewer.trust_overlay import NewestTrust, TrustMap, trust_rgba, t
 def _result(raw: np.ndarray | None = None, size: int = 16, scale: int = 2) -> GroupResult:
     rng = np.random.default_rng(0)
     frames = rng.random((9, size, size), dtype=np.float32) if raw is None else raw
-    return GroupResult(
-        index=3,
-        key={"time": 3, "position": 1},
-        raw=frames,
-        widefield=frames.mean(axis=0),
-        sr=rng.random((scale * size, scale * size), dtype=np.float32),
-        latency_ms=41.6,
-        reconstruct_ms=30.0,
-        completed_at=time.time(),
-        reconstructor="wiener",
-        provider="numpy",
-        pixel_size_um=0.1,
-        simulated=True,
+    sr = rng.random((scale * size, scale * size), dtype=np.float32)
+    return group_result(
+        frames, sr, 3, key={"time": 3, "position": 1}, latency_ms=41.6, simulated=True
     )
 
 
