@@ -111,14 +111,12 @@ def qt_garbage_freed_in_main_thread(request):
     )
     if not uses_qt or "PyQt5.QtWidgets" not in sys.modules:
         return
-    from PyQt5 import QtCore, QtWidgets
+    from PyQt5 import QtWidgets
+    from qt_cleanup import delete_deferred
 
-    app = QtWidgets.QApplication.instance()
-    if app is None:
+    if QtWidgets.QApplication.instance() is None:
         return
-    for _ in range(2):  # the widgets, then the slot objects PyQt deletes after them
-        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
-        app.processEvents()
+    delete_deferred()
     gc.collect()
 
 

@@ -124,7 +124,8 @@ def test_a_closed_window_is_freed_without_the_cycle_collector(
     """Nothing but Qt keeps a closed window: once Qt deleted it, dropping the last reference
     frees it in this thread. A cycle (the trust sink's callback used to make one) would leave
     it to whichever thread next runs the collector."""
-    from pyqtgraph.Qt import QtCore, QtWidgets
+    from pyqtgraph.Qt import QtWidgets
+    from qt_cleanup import delete_deferred
 
     from mlsim_live.trust.sink import TrustSink
     from mlsim_live.viewer import SIMViewer, ViewerSink
@@ -146,9 +147,7 @@ def test_a_closed_window_is_freed_without_the_cycle_collector(
         window.close()
         assert trust.on_map is None
         window.deleteLater()
-        for _ in range(2):  # the window, then the slot objects PyQt deletes after it
-            QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
-            QtWidgets.QApplication.processEvents()
+        delete_deferred()
         del window
         assert freed() is None
     finally:

@@ -13,33 +13,28 @@ with Python's own thresholds, and restores the previous state afterwards.
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyqtgraph.Qt import QtCore
-
-log = logging.getLogger(__name__)
 
 #: How often the GUI thread looks at the collector's counts.
 DEFAULT_INTERVAL_MS = 500
 
 
 def collect_due() -> int:
-    """Collect the generations whose counts passed Python's thresholds, as automatic collection
-    would; return the number of unreachable objects found."""
-    found = 0
+    """Collect the oldest generation whose count passed Python's threshold (with the younger
+    ones), as automatic collection would; return the number of unreachable objects found."""
     counts = gc.get_count()
     thresholds = gc.get_threshold()
-    for generation in (2, 1, 0):  # the oldest due generation includes the younger ones
+    for generation in (2, 1, 0):
         if thresholds[generation] and counts[generation] > thresholds[generation]:
-            found += gc.collect(generation)
-            break
-    return found
+            return gc.collect(generation)
+    return 0
 
 
 @contextmanager
-def gui_thread_gc(interval_ms: int = DEFAULT_INTERVAL_MS) -> Iterator[QtCore.QTimer]:
+def gui_thread_gc(interval_ms: int = DEFAULT_INTERVAL_MS) -> Iterator[None]:
     """Within the block, Python's cycle collector runs only in this (the GUI) thread.
 
     Automatic collection is switched off and a timer collects what is due every
@@ -53,7 +48,7 @@ def gui_thread_gc(interval_ms: int = DEFAULT_INTERVAL_MS) -> Iterator[QtCore.QTi
     gc.disable()
     timer.start()
     try:
-        yield timer
+        yield
     finally:
         timer.stop()
         timer.timeout.disconnect(collect_due)
